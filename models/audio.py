@@ -5,7 +5,13 @@ Keep this module dependency-light: ``sip/`` imports it on the SIP thread.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # numpy only for annotations; imported lazily at call time
+    import numpy as np
 
 SAMPLE_RATE = 16_000
 FRAME_MS = 20
@@ -33,3 +39,45 @@ class AudioFrame:
     @property
     def end_ms(self) -> int:
         return (self.index + 1) * FRAME_MS
+
+
+def frames_from_pcm(pcm: bytes, start_index: int = 0) -> Iterator[AudioFrame]:
+    """Cut 16 kHz PCM16 into consecutive 20 ms frames, numbered from ``start_index``.
+
+    A final partial frame is zero-padded rather than dropped, so no caller audio is lost.
+    """
+    if len(pcm) % 2:
+        raise ValueError(f"PCM16 needs an even number of bytes, got {len(pcm)}")
+    for n, offset in enumerate(range(0, len(pcm), FRAME_BYTES)):
+        chunk = pcm[offset : offset + FRAME_BYTES]
+        if len(chunk) < FRAME_BYTES:
+            chunk = chunk + bytes(FRAME_BYTES - len(chunk))
+        yield AudioFrame(pcm=chunk, index=start_index + n)
+
+
+def pcm16_to_float32(pcm: bytes) -> "np.ndarray":
+    """PCM16 little-endian bytes → float32 samples in [-1, 1) (what Whisper eats)."""
+    import numpy as np  # lazy: keep this module cheap to import on the SIP thread
+
+    return np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
+
+
+def float32_to_pcm16(audio: "np.ndarray") -> bytes:
+    """float32 samples in [-1, 1] → PCM16 little-endian bytes (clipped, not wrapped)."""
+    import numpy as np
+
+    clipped = np.clip(np.asarray(audio, dtype=np.float32), -1.0, 32767 / 32768)
+    return (np.round(clipped * 32768.0)).astype("<i2").tobytes()
+
+
+def load_audio(path: str | Path) -> "np.ndarray":
+    """Decode any audio file (WAV, FLAC, 8 kHz telephony…) to float32 mono 16 kHz.
+
+    Uses faster-whisper's PyAV decoder, imported lazily because it is heavy.
+    """
+    from faster_whisper import decode_audio
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"audio file not found: {path}")
+    return decode_audio(str(path), sampling_rate=SAMPLE_RATE)

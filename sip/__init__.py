@@ -1,0 +1,38 @@
+"""Puente's telephony edge: SIP calls in, 16 kHz PCM frames and call events out.
+
+Knows nothing of intents, WhatsApp or databases; see ``SipEndpoint`` for the
+gateway side and ``SipCaller`` for placing test calls.
+"""
+from sip.caller import CallResult, CallScript, SipCaller
+from sip.config import SipConfig
+from sip.endpoint import SipEndpoint
+from sip.errors import SipError, SipNotRunningError, SipStartError
+from sip.events import (
+    CallEnded,
+    CallEvent,
+    CallHandler,
+    CallMediaReady,
+    DtmfReceived,
+    IncomingCall,
+    PlaybackFinished,
+    TransferUpdate,
+)
+
+__all__ = [
+    "CallEnded",
+    "CallEvent",
+    "CallHandler",
+    "CallMediaReady",
+    "CallResult",
+    "CallScript",
+    "DtmfReceived",
+    "IncomingCall",
+    "PlaybackFinished",
+    "SipCaller",
+    "SipConfig",
+    "SipEndpoint",
+    "SipError",
+    "SipNotRunningError",
+    "SipStartError",
+    "TransferUpdate",
+]

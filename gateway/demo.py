@@ -1,0 +1,77 @@
+"""``puente demo``: sample calls in Spanish and English against the running gateway.
+
+Each sample is a real SIP call placed by a separate ``puente call`` process (pjsua2
+allows one endpoint per process, and the gateway holds this one).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from dataclasses import dataclass
+
+from gateway.config import Settings
+
+
+@dataclass(frozen=True)
+class Sample:
+    lang: str
+    text: str
+    intent: str
+    route: str
+    from_number: str
+
+
+SAMPLES = (
+    Sample("es", "Hola, quiero saber dónde está mi pedido", "order_status", "whatsapp", "+525555550123"),
+    Sample("es", "Necesito una copia de mi factura del mes pasado", "duplicate_document", "whatsapp", "+525555550124"),
+    Sample("es", "Me robaron la tarjeta y quiero bloquearla", "fraud_or_loss", "voice", "+525555550125"),
+    Sample("en", "Hi, I would like to know where my order is", "order_status", "whatsapp", "+14155550123"),
+    Sample("en", "What time do you open tomorrow?", "opening_hours", "whatsapp", "+14155550124"),
+    Sample("en", "I want to cancel my internet service", "cancel_service", "voice", "+14155550125"),
+)
+
+
+async def run_demo(settings: Settings) -> None:
+    api = f"http://{settings.http.host}:{settings.http.port}"
+    print(f"\nPlacing {len(SAMPLES)} sample calls…\n", flush=True)
+    rows = []
+    for sample in SAMPLES:
+        record = await _call(settings, sample, api)
+        rows.append((sample, record))
+        _print_row(sample, record)
+    correct = sum(1 for s, r in rows if r.get("route") == s.route and r.get("intent") == s.intent)
+    print(f"\n{correct}/{len(rows)} sample calls understood and routed as expected.")
+    print(
+        f"\nThe gateway stays up. Call it from a softphone (e.g. `baresip`, Linphone, Zoiper) at "
+        f"sip:es@{settings.sip.host}:{settings.sip.port} (Spanish), sip:en@… (English) or any other "
+        f"extension (Spanish or English). Records: {api}/v1/calls — Ctrl-C to stop.\n",
+        flush=True,
+    )
+
+
+async def _call(settings: Settings, sample: Sample, api: str) -> dict:
+    uri = f"sip:{sample.lang}@{settings.sip.host}:{settings.sip.port}"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway.cli", "call", uri, "--say", sample.text, "--lang", sample.lang,
+        "--api", api, "--from", sample.from_number,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    try:
+        return json.loads(out.decode().strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        return {"error": err.decode().strip()[-300:] or f"exit {proc.returncode}"}
+
+
+def _print_row(sample: Sample, record: dict) -> None:
+    if "error" in record:
+        print(f"  ✗ [{sample.lang}] {sample.text!r}: {record['error']}", flush=True)
+        return
+    ok = "✓" if record.get("route") == sample.route and record.get("intent") == sample.intent else "✗"
+    confidence = record.get("confidence") or 0.0
+    print(
+        f"  {ok} [{sample.lang}] heard {record.get('transcript')!r}\n"
+        f"      → {record.get('intent')} ({confidence:.2f}) → {record.get('route')}, call {record.get('outcome')}",
+        flush=True,
+    )

@@ -1,0 +1,46 @@
+"""The understanding half of a call: transcribe an utterance, then classify its text.
+
+Both run in a worker pool (CTranslate2 and numpy release the GIL), sharing one
+Whisper model and one intent model across all calls.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from models.transcribe import Transcriber, Transcript
+from nlu.classifier import IntentClassifier, IntentResult
+
+
+class SpeechPipeline:
+    def __init__(self, transcriber: Transcriber, classifier: IntentClassifier, *, workers: int = 1) -> None:
+        self.transcriber = transcriber
+        self.classifier = classifier
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="puente-asr")
+
+    @property
+    def asr_model(self) -> str:
+        return self.transcriber.model_name
+
+    @property
+    def nlu_version(self) -> str:
+        return self.classifier.version
+
+    async def transcribe(self, pcm: bytes, languages: Sequence[str]) -> Transcript:
+        languages = list(languages)
+        forced = languages[0] if len(languages) == 1 else None
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor,
+            lambda: self.transcriber.transcribe(pcm, language=forced, languages=None if forced else languages),
+        )
+
+    async def classify(self, text: str) -> tuple[IntentResult, float]:
+        """The result and the seconds it took (classification is fast enough to run inline)."""
+        started = time.perf_counter()
+        result = self.classifier.parse(text)
+        return result, time.perf_counter() - started
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,254 @@
+"""Endpointing: where an utterance starts and ends, frame-exact.
+
+Driven only by the frames pushed (their ``index`` is the clock), never by wall time, so
+the same audio always gives the same events, in tests and on a loaded server alike.
+
+One :class:`Endpointer` per call. A *turn* is one listening period (after a prompt);
+within it the endpointer reports::
+
+    SpeechStarted     the caller began speaking (also the barge-in signal)
+    UtteranceEnded    the caller stopped: enough trailing silence, too long, or hung up
+    NoInput           nothing was said within ``no_input_ms`` of the turn's start
+
+and then keeps listening, so two sentences separated by a pause give two utterances.
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+from typing import Literal
+
+from models.audio import FRAME_BYTES, FRAME_MS, AudioFrame
+from models.vad import VoiceActivityDetector
+
+EndReason = Literal["silence", "max_length", "flush"]
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointerConfig:
+    """When an utterance starts and ends. All times in milliseconds of call audio.
+
+    Attributes:
+      speech_start_ms: window in which speech must dominate to declare a start.
+      speech_start_ratio: share of voiced frames needed in that window; below 1.0 a
+        one-frame VAD dropout inside a word does not delay the start.
+      end_silence_ms: trailing silence that ends an utterance. Paid on every turn, the
+        largest fixed part of the caller-perceived latency: shorten it for yes/no turns.
+      max_utterance_ms: an utterance is cut here (reason ``"max_length"``); Whisper's
+        window is 30 s, and a caller talking this long is not answering a question.
+      no_input_ms: no speech start within this time after the turn begins → NoInput.
+        ``None`` never reports NoInput.
+      pre_roll_ms: audio kept before the detected start; the VAD fires a little after
+        the first phoneme, and Whisper needs it.
+      tail_ms: silence kept after the last voiced frame (the rest of the trailing
+        silence is trimmed): a clean word ending without paying for the whole wait.
+    """
+
+    speech_start_ms: int = 100
+    speech_start_ratio: float = 0.8
+    end_silence_ms: int = 600
+    max_utterance_ms: int = 15_000
+    no_input_ms: int | None = 5_000
+    pre_roll_ms: int = 300
+    tail_ms: int = 200
+
+    def __post_init__(self) -> None:
+        if self.speech_start_ms < FRAME_MS:
+            raise ValueError(f"speech_start_ms must be ≥ one frame ({FRAME_MS} ms), got {self.speech_start_ms}")
+        if not 0.0 < self.speech_start_ratio <= 1.0:
+            raise ValueError(f"speech_start_ratio must be in (0, 1], got {self.speech_start_ratio}")
+        if self.end_silence_ms < FRAME_MS:
+            raise ValueError(f"end_silence_ms must be ≥ {FRAME_MS}, got {self.end_silence_ms}")
+        if self.max_utterance_ms <= self.speech_start_ms:
+            raise ValueError("max_utterance_ms must be longer than speech_start_ms")
+        if self.no_input_ms is not None and self.no_input_ms <= 0:
+            raise ValueError(f"no_input_ms must be positive or None, got {self.no_input_ms}")
+        if self.pre_roll_ms < 0 or self.tail_ms < 0:
+            raise ValueError("pre_roll_ms and tail_ms must be ≥ 0")
+
+    @property
+    def start_window_frames(self) -> int:
+        return math.ceil(self.speech_start_ms / FRAME_MS)
+
+    @property
+    def start_voiced_frames(self) -> int:
+        return math.ceil(self.start_window_frames * self.speech_start_ratio)
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStarted:
+    """The caller started speaking; ``start_ms`` is the start of the first voiced frame."""
+
+    start_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class UtteranceEnded:
+    """One utterance, ready for transcription.
+
+    ``pcm`` (16 kHz PCM16) runs from ``pcm_start_ms`` (``start_ms`` minus the pre-roll)
+    to ``speech_end_ms`` plus a short tail. ``detected_ms - speech_end_ms`` is the time
+    spent waiting for the end (== ``end_silence_ms`` for reason ``"silence"``).
+    """
+
+    pcm: bytes
+    start_ms: int
+    speech_end_ms: int
+    detected_ms: int
+    reason: EndReason
+    pcm_start_ms: int
+
+    @property
+    def endpointing_wait_ms(self) -> int:
+        return self.detected_ms - self.speech_end_ms
+
+
+@dataclass(frozen=True, slots=True)
+class NoInput:
+    """Nothing was said within ``no_input_ms`` of the turn's start; ``at_ms`` is when that ran out."""
+
+    at_ms: int
+
+
+EndpointEvent = SpeechStarted | UtteranceEnded | NoInput
+
+
+class Endpointer:
+    """Turns a call's frames into utterances (see the module docstring).
+
+    A turn starts at the first frame pushed, or wherever :meth:`begin_turn` says. Not
+    thread-safe: feed it from the one consumer of a call's frames.
+    """
+
+    def __init__(self, vad: VoiceActivityDetector, config: EndpointerConfig | None = None) -> None:
+        self._vad = vad
+        self.config = config or EndpointerConfig()
+        self._turn_config = self.config
+        self._turn_start_ms: int | None = None
+        self._no_input_pending = True
+        self._last_index: int | None = None
+        # Waiting for speech: the recent frames (pre-roll + start window) and their VAD votes.
+        self._recent: deque[tuple[AudioFrame, bool]] = deque()
+        # Inside an utterance:
+        self._speaking = False
+        self._pcm: list[bytes] = []
+        self._pcm_start_index = 0
+        self._start_ms = 0
+        self._speech_end_ms = 0
+
+    @property
+    def in_speech(self) -> bool:
+        """True between SpeechStarted and UtteranceEnded."""
+        return self._speaking
+
+    def begin_turn(self, at_frame_index: int, config: EndpointerConfig | None = None) -> None:
+        """Start a new listening turn at frame ``at_frame_index``, with its own config.
+
+        Audio of an unfinished utterance is discarded (the caller is being re-prompted);
+        call :meth:`flush` first to keep it. The NoInput timer restarts from this frame.
+        """
+        self._turn_config = config or self.config
+        self._turn_start_ms = at_frame_index * FRAME_MS
+        self._no_input_pending = self._turn_config.no_input_ms is not None
+        self._reset_utterance()
+
+    def push(self, frame: AudioFrame) -> list[EndpointEvent]:
+        """Consume the next frame; return the events it caused (usually none)."""
+        if len(frame.pcm) != FRAME_BYTES:
+            raise ValueError(f"expected a {FRAME_BYTES}-byte frame, got {len(frame.pcm)}")
+        if self._last_index is not None and frame.index <= self._last_index:
+            raise ValueError(f"frame {frame.index} is not after frame {self._last_index}")
+        gap = 0 if self._last_index is None else frame.index - self._last_index - 1
+        self._last_index = frame.index
+        if self._turn_start_ms is None:
+            self.begin_turn(frame.index, self._turn_config)
+        if frame.start_ms < (self._turn_start_ms or 0):
+            return []  # before the turn begins (begin_turn was given a future frame)
+
+        voiced = self._vad.is_speech(frame)
+        events: list[EndpointEvent] = []
+        if self._speaking:
+            # Lost frames count as silence so pcm stays aligned with the ms fields.
+            self._pcm.extend([bytes(FRAME_BYTES)] * gap)
+            self._pcm.append(frame.pcm)
+            if voiced:
+                self._speech_end_ms = frame.end_ms
+            ended = self._check_end(frame)
+            if ended is not None:
+                events.append(ended)
+        else:
+            started = self._check_start(frame, voiced)
+            if started is not None:
+                events.append(started)
+        if self._no_input_pending and not self._speaking:
+            deadline = (self._turn_start_ms or 0) + (self._turn_config.no_input_ms or 0)
+            if frame.end_ms >= deadline:
+                self._no_input_pending = False
+                events.append(NoInput(at_ms=deadline))
+        return events
+
+    def flush(self) -> UtteranceEnded | None:
+        """The audio stops (hang-up): return the utterance in progress, if any."""
+        if not self._speaking or self._last_index is None:
+            return None
+        return self._finish("flush", detected_ms=(self._last_index + 1) * FRAME_MS)
+
+    # --- internals -----------------------------------------------------------------------
+
+    def _check_start(self, frame: AudioFrame, voiced: bool) -> SpeechStarted | None:
+        cfg = self._turn_config
+        pre_roll_frames = math.ceil(cfg.pre_roll_ms / FRAME_MS)
+        self._recent.append((frame, voiced))
+        while len(self._recent) > pre_roll_frames + cfg.start_window_frames:
+            self._recent.popleft()
+        window = list(self._recent)[-cfg.start_window_frames :]
+        # Only frames that are contiguous with this one count (a gap resets the window).
+        window = [(f, v) for f, v in window if frame.index - f.index < cfg.start_window_frames]
+        if sum(v for _, v in window) < cfg.start_voiced_frames:
+            return None
+        onset = next(f for f, v in window if v)
+        self._speaking = True
+        self._no_input_pending = False
+        self._start_ms = onset.start_ms
+        self._speech_end_ms = frame.end_ms if voiced else max(f.end_ms for f, v in window if v)
+        first_index = max(onset.index - pre_roll_frames, self._recent[0][0].index)
+        self._pcm_start_index = first_index
+        self._pcm = []
+        expected = first_index
+        for f, _ in self._recent:
+            if f.index < first_index:
+                continue
+            self._pcm.extend([bytes(FRAME_BYTES)] * (f.index - expected))
+            self._pcm.append(f.pcm)
+            expected = f.index + 1
+        self._recent.clear()
+        return SpeechStarted(start_ms=onset.start_ms)
+
+    def _check_end(self, frame: AudioFrame) -> UtteranceEnded | None:
+        cfg = self._turn_config
+        if frame.end_ms - self._speech_end_ms >= cfg.end_silence_ms:
+            return self._finish("silence", detected_ms=frame.end_ms)
+        if frame.end_ms - self._start_ms >= cfg.max_utterance_ms:
+            return self._finish("max_length", detected_ms=frame.end_ms)
+        return None
+
+    def _finish(self, reason: EndReason, detected_ms: int) -> UtteranceEnded:
+        pcm_start_ms = self._pcm_start_index * FRAME_MS
+        keep_until_ms = min(detected_ms, self._speech_end_ms + self._turn_config.tail_ms)
+        keep_frames = math.ceil((keep_until_ms - pcm_start_ms) / FRAME_MS)
+        event = UtteranceEnded(
+            pcm=b"".join(self._pcm[:keep_frames]),
+            start_ms=self._start_ms,
+            speech_end_ms=self._speech_end_ms,
+            detected_ms=detected_ms,
+            reason=reason,
+            pcm_start_ms=pcm_start_ms,
+        )
+        self._reset_utterance()
+        return event
+
+    def _reset_utterance(self) -> None:
+        self._speaking = False
+        self._pcm = []
+        self._recent.clear()

@@ -1,0 +1,82 @@
+"""The model Puente ships with: bundled training data, trained on first use and cached.
+
+Training takes a few seconds, so instead of shipping weights (and keeping them in step
+with the data and the featurizer) we ship the data and train once per (data, code)
+version into a cache directory. Later starts only load.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+from .dataset import data_hash, load_examples
+from .model import IntentModel, ModelLoadError
+from .taxonomy import INTENTS
+from .train import CODE_VERSION, save, train
+
+__all__ = ["BUNDLED_LANGUAGES", "bundled_data_paths", "load_or_train_default", "default_model_dir"]
+
+BUNDLED_LANGUAGES = ("es", "en")
+
+
+def bundled_data_paths() -> list[Path]:
+    """The shipped ``nlu/data/<lang>.yml`` files, as filesystem paths."""
+    root = resources.files("nlu").joinpath("data")
+    paths = [Path(str(root.joinpath(f"{lang}.yml"))) for lang in BUNDLED_LANGUAGES]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        # Only happens for a broken install (e.g. package data left out of a wheel).
+        raise FileNotFoundError(f"bundled NLU training data missing: {', '.join(missing)}")
+    return paths
+
+
+def default_model_dir(cache_dir: str | Path) -> Path:
+    """Where :func:`load_or_train_default` keeps the model for the current data and code."""
+    examples = load_examples(bundled_data_paths(), taxonomy=INTENTS)
+    return Path(cache_dir) / f"nlu-{data_hash(examples)[:12]}-{CODE_VERSION}"
+
+
+def load_or_train_default(cache_dir: str | Path, *, seed: int = 0) -> IntentModel:
+    """Load the bundled model from ``cache_dir``, training it there first if needed.
+
+    Safe when several processes start at once: each trains into its own temporary
+    directory and renames it into place; the loser of the race discards its copy and
+    loads the winner's. A cached model that no longer loads is replaced.
+    """
+    cache = Path(cache_dir)
+    examples = load_examples(bundled_data_paths(), taxonomy=INTENTS)
+    target = cache / f"nlu-{data_hash(examples)[:12]}-{CODE_VERSION}"
+    if target.exists():
+        try:
+            return IntentModel.load(target)
+        except ModelLoadError:
+            # Corrupt or half-deleted cache entry: move it out of the way and retrain.
+            _discard(target)
+
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-nlu-", dir=cache))
+    try:
+        save(train(examples, seed=seed), tmp)
+        tmp.chmod(0o755)  # mkdtemp makes it owner-only; the model is not secret
+        try:
+            tmp.rename(target)
+        except OSError:
+            if not target.exists():
+                raise
+            # Another process finished first; its model is identical (same data, code, seed).
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return IntentModel.load(target)
+
+
+def _discard(path: Path) -> None:
+    trash = Path(tempfile.mkdtemp(prefix=".trash-nlu-", dir=path.parent))
+    try:
+        path.rename(trash / path.name)
+    except OSError:
+        pass  # someone else already moved or replaced it
+    shutil.rmtree(trash, ignore_errors=True)

@@ -1,0 +1,264 @@
+"""Training: examples -> :class:`TrainedModel` (scikit-learn), and saving it as plain arrays.
+
+The classifier is scikit-learn's multinomial LogisticRegression on :mod:`nlu.features`
+vectors. On 5-fold CV of the bundled data it matched LinearSVC within noise (0.905 vs
+0.91 accuracy), and unlike LinearSVC it needs no calibration layer: its probabilities are
+a plain softmax of one weight matrix, which the numpy runtime reproduces exactly.
+
+Procedure, deterministic for a seed:
+
+1. deduplicate and sort the examples (so file order never changes the model);
+2. stratified split (by intent and language) into train / held-out;
+3. fit featurizer + classifier on train; measure held-out accuracy and macro-F1;
+4. tune the out-of-scope threshold on the held-out probabilities;
+5. refit featurizer + classifier on all examples; that is the saved model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import text as textnorm
+from .dataset import DatasetError, Example, data_hash
+from .features import FeatureConfig, Featurizer
+from .model import FORMAT_VERSION, LABELS_FILE, METADATA_FILE, WEIGHTS_FILE, IntentModel
+from .taxonomy import OUT_OF_SCOPE
+
+__all__ = ["CODE_VERSION", "TrainedModel", "train", "save"]
+
+# Bump when featurisation or training changes in a way that changes the model for the
+# same data: cached bundled models are keyed by (data hash, CODE_VERSION).
+CODE_VERSION = "1"
+DEFAULT_C = 30.0
+# The threshold is the highest one whose held-out macro-F1 stays within this margin of
+# the best: held-out in-scope data alone always favours a threshold near 0, while real
+# out-of-scope calls are more varied than the training ones, so we lean conservative.
+THRESHOLD_TOLERANCE = 0.01
+THRESHOLD_GRID = tuple(i / 100 for i in range(0, 81))
+
+
+@dataclass(frozen=True, eq=False)  # arrays inside: compare fields explicitly
+class TrainedModel:
+    labels: tuple[str, ...]
+    featurizer: Featurizer
+    coef: np.ndarray
+    intercept: np.ndarray
+    threshold: float
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.metadata.get("metrics", {})
+
+    def to_intent_model(self) -> IntentModel:
+        """The runtime model for these weights, without a round trip through disk."""
+        return IntentModel(self.labels, self.featurizer, self.coef, self.intercept, self.threshold, self.metadata)
+
+
+def train(
+    examples: Sequence[Example],
+    *,
+    seed: int = 0,
+    holdout: float = 0.2,
+    features: FeatureConfig | None = None,
+    C: float = DEFAULT_C,
+    threshold: float | None = None,
+) -> TrainedModel:
+    """Train an intent model. ``holdout=0`` skips evaluation (then ``threshold`` defaults to 0).
+
+    ``threshold`` overrides the tuned out-of-scope threshold.
+    """
+    started = time.perf_counter()
+    if not 0.0 <= holdout < 1.0:
+        raise ValueError(f"holdout must be in [0, 1), got {holdout}")
+    config = features or FeatureConfig()
+    texts, intents, languages = _prepare(examples)
+    labels = tuple(sorted(set(intents)))
+    if len(labels) < 2:
+        raise DatasetError("training needs at least two intents")
+    y = np.array([labels.index(i) for i in intents], dtype=np.int64)
+
+    metrics: dict[str, Any] = {}
+    tuned = 0.0
+    if holdout > 0.0:
+        from sklearn.model_selection import train_test_split
+
+        per_intent = Counter(intents)
+        for e in examples:
+            if per_intent[e.intent] < 2:
+                raise DatasetError(
+                    f"intent {e.intent!r} has a single example; a held-out split needs at least 2 "
+                    "(add examples or train with holdout=0)",
+                    e.source,
+                    e.line,
+                )
+
+        strata = [f"{i}|{lang}" for i, lang in zip(intents, languages)]
+        # Strata with one example cannot be split; fall back to intent-only stratification.
+        if min(Counter(strata).values()) < 2:
+            strata = list(intents)
+        idx = np.arange(len(texts))
+        train_idx, test_idx = train_test_split(idx, test_size=holdout, random_state=seed, stratify=strata)
+        train_idx, test_idx = np.sort(train_idx), np.sort(test_idx)
+        feat = Featurizer.fit([texts[i] for i in train_idx], config)
+        coef, intercept = _fit(feat.transform([texts[i] for i in train_idx]), y[train_idx], len(labels), C, seed)
+        held_out = IntentModel(labels, feat, coef, intercept, 0.0)
+        probs = np.vstack([held_out.probabilities(texts[i]) for i in test_idx])
+        tuned, curve = _tune_threshold(probs, y[test_idx], labels)
+        metrics = _metrics(probs, y[test_idx], [languages[i] for i in test_idx], labels, tuned)
+        metrics["threshold_curve"] = curve
+        metrics["n_train"], metrics["n_holdout"] = len(train_idx), len(test_idx)
+
+    featurizer = Featurizer.fit(texts, config)
+    coef, intercept = _fit(featurizer.transform(texts), y, len(labels), C, seed)
+    final_threshold = tuned if threshold is None else float(threshold)
+
+    metadata = {
+        "format_version": FORMAT_VERSION,
+        "created_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "data_hash": data_hash(examples),
+        "code_version": CODE_VERSION,
+        "seed": seed,
+        "holdout": holdout,
+        "classifier": {"type": "logistic_regression", "C": C},
+        "features": config.to_dict(),
+        "n_features": featurizer.n_features,
+        "threshold": final_threshold,
+        "metrics": metrics,
+        "n_examples": _counts(intents, languages),
+        "training_seconds": round(time.perf_counter() - started, 3),
+    }
+    return TrainedModel(labels, featurizer, coef, intercept, final_threshold, metadata)
+
+
+def save(model: TrainedModel, directory: str | PathLike[str]) -> Path:
+    """Write ``weights.npz``, ``labels.json`` and ``metadata.json`` into ``directory``.
+
+    The directory is created if needed; existing model files in it are replaced. No
+    pickles: the vocabulary is a unicode array, everything else float64 arrays or JSON.
+    """
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    with open(path / WEIGHTS_FILE, "wb") as fh:
+        np.savez(
+            fh,
+            vocabulary=np.array(model.featurizer.vocabulary, dtype=np.str_),
+            idf=model.featurizer.idf,
+            coef=model.coef,
+            intercept=model.intercept,
+        )
+        fh.flush()
+        os.fsync(fh.fileno())
+    _write_json(path / LABELS_FILE, list(model.labels))
+    _write_json(path / METADATA_FILE, model.metadata)
+    return path
+
+
+# --- internals -----------------------------------------------------------------------
+
+
+def _prepare(examples: Sequence[Example]) -> tuple[list[str], list[str], list[str]]:
+    """Deduplicate on (intent, normalised text) and sort, so input order never matters."""
+    unique: dict[tuple[str, str], Example] = {}
+    for e in examples:
+        key = (e.intent, textnorm.normalize(e.text))
+        if key not in unique or (e.text, e.language or "") < (unique[key].text, unique[key].language or ""):
+            unique[key] = e
+    rows = sorted(unique.values(), key=lambda e: (e.intent, e.language or "", e.text))
+    return [e.text for e in rows], [e.intent for e in rows], [e.language or "?" for e in rows]
+
+
+def _fit(X, y: np.ndarray, n_labels: int, C: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.linear_model import LogisticRegression
+    from threadpoolctl import threadpool_limits
+
+    if len(np.unique(y)) != n_labels:
+        raise DatasetError("every intent needs examples in the training split; add more examples")
+    # Multinomial (softmax) fit. newton-cg converges in ~8 iterations here (about 1 s)
+    # where lbfgs needed ~120 (about 4 s) for the same optimum; both are deterministic.
+    clf = LogisticRegression(C=C, solver="newton-cg", max_iter=200, tol=1e-6, random_state=seed)
+    # One BLAS thread: on this problem size threading makes lbfgs 3-4x *slower*, and a
+    # fixed thread count keeps the floating-point result identical across machines' cores.
+    with threadpool_limits(limits=1):
+        clf.fit(X, y)
+    return np.asarray(clf.coef_, dtype=np.float64), np.asarray(clf.intercept_, dtype=np.float64)
+
+
+def _apply_threshold(probs: np.ndarray, labels: Sequence[str], threshold: float) -> np.ndarray:
+    pred = probs.argmax(axis=1)
+    if OUT_OF_SCOPE in labels:
+        oos = labels.index(OUT_OF_SCOPE)
+        pred = np.where(probs.max(axis=1) < threshold, oos, pred)
+    return pred
+
+
+def _macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_labels: int) -> float:
+    f1s = []
+    for k in range(n_labels):
+        tp = int(np.sum((y_pred == k) & (y_true == k)))
+        fp = int(np.sum((y_pred == k) & (y_true != k)))
+        fn = int(np.sum((y_pred != k) & (y_true == k)))
+        f1s.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
+    return float(np.mean(f1s))
+
+
+def _tune_threshold(probs: np.ndarray, y: np.ndarray, labels: Sequence[str]) -> tuple[float, list[list[float]]]:
+    if OUT_OF_SCOPE not in labels:
+        return 0.0, []
+    curve = [(t, _macro_f1(y, _apply_threshold(probs, labels, t), len(labels))) for t in THRESHOLD_GRID]
+    best = max(score for _, score in curve)
+    chosen = max(t for t, score in curve if score >= best - THRESHOLD_TOLERANCE)
+    return float(chosen), [[float(t), round(s, 4)] for t, s in curve]
+
+
+def _metrics(
+    probs: np.ndarray, y: np.ndarray, languages: Sequence[str], labels: Sequence[str], threshold: float
+) -> dict[str, Any]:
+    raw = probs.argmax(axis=1)
+    gated = _apply_threshold(probs, labels, threshold)
+
+    def block(mask: np.ndarray) -> dict[str, Any]:
+        return {
+            "n": int(mask.sum()),
+            "accuracy": round(float(np.mean(gated[mask] == y[mask])), 4),
+            "macro_f1": round(_macro_f1(y[mask], gated[mask], len(labels)), 4),
+            "accuracy_without_threshold": round(float(np.mean(raw[mask] == y[mask])), 4),
+            "macro_f1_without_threshold": round(_macro_f1(y[mask], raw[mask], len(labels)), 4),
+        }
+
+    everything = np.ones(len(y), dtype=bool)
+    out = block(everything)
+    lang = np.array(languages)
+    out["per_language"] = {code: block(lang == code) for code in sorted(set(languages))}
+    confusions = Counter(
+        (labels[t], labels[p]) for t, p in zip(y.tolist(), gated.tolist()) if t != p
+    )
+    out["top_confusions"] = [[t, p, n] for (t, p), n in confusions.most_common(10)]
+    return out
+
+
+def _counts(intents: Sequence[str], languages: Sequence[str]) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for intent, lang in zip(intents, languages):
+        out.setdefault(intent, {}).setdefault(lang, 0)
+        out[intent][lang] += 1
+    return {k: dict(sorted(v.items())) for k, v in sorted(out.items())}
+
+
+def _write_json(path: Path, data: Any) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, ensure_ascii=False, indent=2, sort_keys=True)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())

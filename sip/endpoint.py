@@ -1,0 +1,274 @@
+"""The gateway's SIP endpoint: listens, authorises, answers and drives calls."""
+from __future__ import annotations
+
+import logging
+import tempfile
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pjsua2 as pj
+
+from sip.codecs import apply_codec_priorities
+from sip.config import SipConfig
+from sip.errors import SipNotRunningError, SipStartError
+from sip.events import CallEvent, CallHandler, IncomingCall, PlaybackFinished, TransferUpdate
+from sip.media import WavCache
+from sip.message import app_headers, refer_to_uri, request_uri, split_host_port, uri_user
+from sip.runtime import SipThread, base_config, describe, weakly
+from sip.session import InboundCall, call_op, notify_handler
+
+log = logging.getLogger("puente.sip")
+
+# pjsua needs a call slot even to reject a call with 403/486, so it gets a few
+# more slots than the calls we accept.
+_REJECT_HEADROOM = 8
+
+
+class _Account(pj.Account):
+    def __init__(self, on_incoming: Callable[[pj.OnIncomingCallParam], None]) -> None:
+        super().__init__()
+        self._on_incoming = on_incoming
+
+    def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:
+        self._on_incoming(prm)
+
+
+class _Rejected(pj.Call):
+    """A call answered with a final error, owned until its DISCONNECTED (see ``weakly``)."""
+
+    def __init__(self, account: pj.Account, pj_call_id: int, on_gone: Callable[[_Rejected], None]) -> None:
+        super().__init__(account, pj_call_id)
+        self._on_gone = on_gone
+
+    def onCallState(self, prm: pj.OnCallStateParam) -> None:
+        if self.getInfo().state == pj.PJSIP_INV_STATE_DISCONNECTED:
+            self._on_gone(self)
+
+
+class SipEndpoint:
+    """Answers SIP calls and turns them into frames and events for a :class:`CallHandler`.
+
+    Every public method is thread-safe and returns immediately: it queues a
+    command for the SIP thread. Results come back as events.
+    """
+
+    def __init__(self, config: SipConfig, handler: CallHandler) -> None:
+        self.config = config
+        self._handler = handler
+        self._sip = SipThread("puente-sip", self)
+        self._account: _Account | None = None
+        self._log_writer: pj.LogWriter | None = None
+        self._calls: dict[str, InboundCall] = {}  # the only owner of each call; SIP thread only
+        self._rejected: set[_Rejected] = set()  # SIP thread only
+        self._active: tuple[str, ...] = ()  # snapshot for other threads
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._wavs: WavCache | None = None
+        self._codecs: tuple[str, ...] = ()
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start listening; raises :class:`SipStartError` (e.g. port in use)."""
+        self._tmp = tempfile.TemporaryDirectory(prefix="puente-sip-")
+        self._wavs = WavCache(Path(self._tmp.name))
+        try:
+            self._sip.start()
+        except SipStartError:
+            self._tmp.cleanup()
+            raise
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Hang up every call, wait up to ``timeout`` for the BYEs, then destroy the stack."""
+        self._sip.stop(timeout)
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def __enter__(self) -> SipEndpoint:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def active_calls(self) -> tuple[str, ...]:
+        """Our ids of the calls that have not ended."""
+        return self._active
+
+    @property
+    def codecs(self) -> tuple[str, ...]:
+        """The enabled pjsua codec ids, best first (known after start())."""
+        return self._codecs
+
+    # -- commands (any thread) ------------------------------------------------
+
+    def play(self, call_id: str, wav_path: Path) -> str:
+        """Play a WAV (any PCM rate) to the caller, replacing any current prompt.
+
+        Returns the playback id that the matching PlaybackFinished carries.
+        A WAV that is not 16 kHz mono 16-bit is converted with sox here, in
+        the calling thread (ship prompts in that format to skip it).
+        """
+        if self._wavs is None:
+            raise SipNotRunningError("start() the endpoint before playing prompts")
+        wav = self._wavs.prepare(Path(wav_path))
+        playback_id = uuid.uuid4().hex
+        self._command(
+            call_id,
+            lambda call: call.play(playback_id, wav),
+            gone=PlaybackFinished(call_id, playback_id, interrupted=True),
+        )
+        return playback_id
+
+    def stop_playback(self, call_id: str) -> None:
+        self._command(call_id, lambda call: call.stop_playback())
+
+    def hangup(self, call_id: str, status_code: int | None = None) -> None:
+        """End the call: a BYE once answered, else ``status_code`` (default 603) as final response."""
+        self._command(call_id, lambda call: call.hangup_local(status_code))
+
+    def transfer(self, call_id: str, target_uri: str, headers: dict[str, str]) -> None:
+        """Blind transfer with REFER; ``headers`` ride on the REFER and inside Refer-To.
+
+        Progress arrives as TransferUpdate events; after a final 2xx the
+        caller is with the target and the gateway should hang up its leg.
+        """
+        refer_to = refer_to_uri(target_uri, headers)
+        self._command(
+            call_id,
+            lambda call: call.transfer(refer_to, headers),
+            gone=TransferUpdate(call_id, 481, final=True),
+        )
+
+    # -- StackOwner (SIP thread) ---------------------------------------------
+
+    def setup(self, ep: pj.Endpoint) -> None:
+        cfg = self.config
+        ep_cfg, self._log_writer = base_config(
+            max_calls=cfg.max_calls + _REJECT_HEADROOM, user_agent=cfg.user_agent, log_level=cfg.log_level
+        )
+        ep.libInit(ep_cfg)
+        ep.audDevManager().setNullDev()
+        ipv6 = ":" in cfg.host
+        kinds = {
+            "udp": pj.PJSIP_TRANSPORT_UDP6 if ipv6 else pj.PJSIP_TRANSPORT_UDP,
+            "tcp": pj.PJSIP_TRANSPORT_TCP6 if ipv6 else pj.PJSIP_TRANSPORT_TCP,
+        }
+        for name in cfg.transports:
+            tcfg = pj.TransportConfig()
+            tcfg.port = cfg.port
+            tcfg.boundAddress = cfg.host
+            tcfg.publicAddress = cfg.advertised_host
+            try:
+                ep.transportCreate(kinds[name], tcfg)
+            except pj.Error as exc:
+                raise SipStartError(f"cannot listen on {name} {cfg.host}:{cfg.port}: {describe(exc)}") from None
+        ep.libStart()
+        try:
+            selection = apply_codec_priorities(ep, cfg.codecs)
+        except ValueError as exc:
+            raise SipStartError(str(exc)) from None
+        if selection.missing:
+            log.warning("codecs not in this pjsua2 build, skipped: %s", ", ".join(selection.missing))
+        self._codecs = selection.enabled
+        log.info("SIP listening on %s:%d (%s), codecs %s", cfg.host, cfg.port, "+".join(cfg.transports), self._codecs)
+
+        acfg = pj.AccountConfig()
+        host = f"[{cfg.advertised_host}]" if ":" in cfg.advertised_host else cfg.advertised_host
+        acfg.idUri = f"sip:puente@{host}:{cfg.port}"
+        media = acfg.mediaConfig.transportConfig
+        media.port = cfg.rtp_port
+        media.portRange = cfg.rtp_port_range
+        media.boundAddress = cfg.host
+        media.publicAddress = cfg.advertised_host
+        self._account = _Account(self._on_incoming)
+        self._account.create(acfg, True)
+
+    def begin_shutdown(self) -> None:
+        for call in list(self._calls.values()):
+            try:
+                call.hangup_local()
+            except pj.Error as exc:
+                log.warning("hangup of %s at shutdown failed: %s", call.call_id, describe(exc))
+
+    def shutdown_settled(self) -> bool:
+        return not self._calls and not self._rejected
+
+    def release(self) -> None:
+        for call in self._calls.values():
+            call.detach_media()
+        self._calls.clear()
+        self._rejected.clear()
+        self._publish()
+        self._account = None
+
+    # -- internals (SIP thread) -----------------------------------------------
+
+    def _on_incoming(self, prm: pj.OnIncomingCallParam) -> None:
+        source, _ = split_host_port(prm.rdata.srcAddress)
+        if not self.config.is_allowed(source):
+            log.warning("rejecting call from %s: not in allowed_networks", source)
+            self._reject(prm.callId, 403)
+            return
+        if len(self._calls) >= self.config.max_calls:
+            log.warning("rejecting call from %s: %d calls already up", source, len(self._calls))
+            self._reject(prm.callId, 486)
+            return
+        assert self._account is not None
+        call_id = str(uuid.uuid4())
+        call = InboundCall(self._account, prm.callId, call_id, self._handler, self._sip, self._on_call_ended)
+        self._calls[call_id] = call
+        self._publish()
+        info = call.getInfo()
+        message = prm.rdata.wholeMsg
+        incoming = IncomingCall(
+            call_id=call_id,
+            sip_call_id=info.callIdString,
+            from_uri=info.remoteUri,
+            to_uri=info.localUri,
+            to_user=uri_user(request_uri(message)) or uri_user(info.localUri),
+            remote_address=source,
+            headers=app_headers(message),
+        )
+        try:
+            self._handler.on_incoming(incoming)
+        except Exception:
+            log.exception("call handler refused %s", call_id)
+            call.notify = False
+            call.answer_with(500)
+            return
+        call.answer_with(180)
+        # Answer from the command loop, outside pjsua's incoming-call callback.
+        answer = weakly(call.answer_with)
+        self._sip.call_later(0.0, lambda: answer(200))
+
+    def _reject(self, pj_call_id: int, status_code: int) -> None:
+        call = _Rejected(self._account, pj_call_id, self._rejected.discard)
+        self._rejected.add(call)
+        call.answer(call_op(status_code))
+
+    def _on_call_ended(self, call: InboundCall) -> None:
+        # Inside the call's DISCONNECTED callback: after this, nothing owns it.
+        self._calls.pop(call.call_id, None)
+        self._sip.retire(*call.detach_media())
+        self._publish()
+
+    def _command(
+        self, call_id: str, action: Callable[[InboundCall], None], gone: CallEvent | None = None
+    ) -> None:
+        """Queue ``action`` for the call; if the call is gone by then, report ``gone`` instead."""
+
+        def run() -> None:
+            call = self._calls.get(call_id)
+            if call is not None:
+                action(call)
+            elif gone is not None:
+                notify_handler(self._handler, gone)
+            else:
+                log.debug("command for unknown or ended call %s ignored", call_id)
+
+        self._sip.submit(run)
+
+    def _publish(self) -> None:
+        self._active = tuple(self._calls)

@@ -1,0 +1,1 @@
+"""Helpers for the SIP tests: a UAS harness process, its driver, and a baresip driver."""
