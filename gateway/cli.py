@@ -15,6 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import ConfigError, Settings, load_settings
+from gateway.prompts import PromptError
+from gateway.store import StoreError
+from models.errors import ModelError
+from nlu.dataset import DatasetError
+from nlu.model import ModelLoadError
+from sip.errors import SipError
+
+#: What stops the gateway from starting, each with a message an operator can act on.
+STARTUP_ERRORS = (StoreError, PromptError, ModelError, ModelLoadError, DatasetError, SipError)
 
 log = logging.getLogger("puente")
 
@@ -28,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"puente: {exc}", file=sys.stderr)
         return 2
+    except STARTUP_ERRORS as exc:
+        print(f"puente: cannot start: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -35,6 +35,10 @@ DtmfMethod = Literal["rfc4733", "sip_info"]
 _DEFAULT_CODECS = ("opus/48000", "G722/16000", "PCMU/8000", "PCMA/8000")
 # A received frame counts as audible (e.g. a prompt) above this RMS (≈ -50 dBFS).
 _AUDIBLE_RMS = 100.0
+# Every call opens two RTP/RTCP sockets, and a closed one lingers 500 ms in
+# pjlib's 64-slot select() ioqueue; overflowing it aborts the process. Spacing
+# placements keeps quickly rejected calls from churning through it.
+_MIN_CALL_SPACING_S = 0.025
 
 
 @dataclass(frozen=True)
@@ -290,6 +294,8 @@ class SipCaller:
         self._wavs = WavCache(Path(self._tmp.name))
         self._port = 0
         self._codecs: tuple[str, ...] = ()
+        self._pacing = threading.Lock()
+        self._last_placed = 0.0
 
     def __enter__(self) -> SipCaller:
         try:
@@ -320,6 +326,9 @@ class SipCaller:
         script = script or CallScript()
         # sox, if the WAV needs converting, runs here rather than on the SIP thread.
         attempt = _Attempt(script, self._wavs.prepare(script.wav) if script.wav else None)
+        with self._pacing:
+            time.sleep(max(0.0, self._last_placed + _MIN_CALL_SPACING_S - time.monotonic()))
+            self._last_placed = time.monotonic()
         self._sip.submit(lambda: self._place(uri, attempt)).result(10.0)
         if not attempt.done.wait(script.max_duration_s + 10.0):
             log.error("call to %s did not end 10 s after its max duration", uri)

@@ -14,7 +14,7 @@ from sip.config import SipConfig
 from sip.errors import SipNotRunningError, SipStartError
 from sip.events import CallEvent, CallHandler, IncomingCall, PlaybackFinished, TransferUpdate
 from sip.media import WavCache
-from sip.message import app_headers, refer_to_uri, request_uri, split_host_port, uri_user
+from sip.message import addr_spec, app_headers, refer_to_uri, request_uri, split_host_port, uri_user
 from sip.runtime import SipThread, base_config, describe, weakly
 from sip.session import InboundCall, call_op, notify_handler
 
@@ -23,6 +23,12 @@ log = logging.getLogger("puente.sip")
 # pjsua needs a call slot even to reject a call with 403/486, so it gets a few
 # more slots than the calls we accept.
 _REJECT_HEADROOM = 8
+# pjsua opens a call's RTP/RTCP sockets before onIncomingCall, and a closed
+# socket stays in pjlib's ioqueue for 500 ms; the wheel's select() ioqueue
+# holds 64, and running out is an assertion (abort). Holding each rejected
+# INVITE's slot this long makes pjsua itself answer a flood with 486 (before
+# any socket is opened) instead of churning sockets faster than they free.
+_REJECT_AFTER_S = 0.1
 
 
 class _Account(pj.Account):
@@ -225,8 +231,8 @@ class SipEndpoint:
         incoming = IncomingCall(
             call_id=call_id,
             sip_call_id=info.callIdString,
-            from_uri=info.remoteUri,
-            to_uri=info.localUri,
+            from_uri=addr_spec(info.remoteUri),
+            to_uri=addr_spec(info.localUri),
             to_user=uri_user(request_uri(message)) or uri_user(info.localUri),
             remote_address=source,
             headers=app_headers(message),
@@ -246,7 +252,8 @@ class SipEndpoint:
     def _reject(self, pj_call_id: int, status_code: int) -> None:
         call = _Rejected(self._account, pj_call_id, self._rejected.discard)
         self._rejected.add(call)
-        call.answer(call_op(status_code))
+        answer = weakly(call.answer)
+        self._sip.call_later(_REJECT_AFTER_S, lambda: answer(call_op(status_code)))
 
     def _on_call_ended(self, call: InboundCall) -> None:
         # Inside the call's DISCONNECTED callback: after this, nothing owns it.

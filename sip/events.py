@@ -13,6 +13,8 @@ class IncomingCall:
 
     ``call_id`` is ours (uuid4) and names the call in every later event and
     command; ``sip_call_id`` is the dialog's Call-ID for correlating with logs.
+    ``from_uri``/``to_uri`` are bare URIs (no display name or tag); ``to_user``
+    is the user part of the Request-URI (the number or service dialled).
     ``headers`` keeps the identity headers (P-Asserted-Identity, User-Agent, …)
     and every ``X-*`` header, keyed by their canonical names.
     """

@@ -39,11 +39,18 @@ def parse_headers(message: str) -> list[tuple[str, str]]:
 
 
 def app_headers(message: str) -> dict[str, str]:
-    """The identity headers and every ``X-*`` header; repeats are joined with ", "."""
-    wanted = {h.lower(): h for h in IDENTITY_HEADERS}
+    """The identity headers and every ``X-*`` header; repeats are joined with ", ".
+
+    Names are case-insensitive: identity headers get their canonical spelling,
+    X-* headers the spelling of their first occurrence.
+    """
+    names = {h.lower(): h for h in IDENTITY_HEADERS}
     out: dict[str, str] = {}
     for name, value in parse_headers(message):
-        key = wanted.get(name.lower()) or (name if name.lower().startswith("x-") else None)
+        lower = name.lower()
+        if lower not in names and lower.startswith("x-"):
+            names[lower] = name
+        key = names.get(lower)
         if key is not None:
             out[key] = f"{out[key]}, {value}" if key in out else value
     return out
@@ -55,11 +62,15 @@ def request_uri(message: str) -> str:
     return parts[1] if len(parts) == 3 else ""
 
 
+def addr_spec(name_addr: str) -> str:
+    """The bare URI of a name-addr: ``"Bob" <sip:es@h>;tag=a`` → ``sip:es@h``."""
+    m = re.search(r"<([^>]*)>", name_addr)
+    return (m.group(1) if m else name_addr.split(";", 1)[0]).strip()
+
+
 def uri_user(uri: str) -> str:
     """User part of a SIP URI or name-addr: ``"Bob" <sip:es@h;x=1>;tag=a`` → ``es``."""
-    m = re.search(r"<([^>]*)>", uri)
-    addr = m.group(1) if m else uri
-    addr = re.sub(r"^[a-zA-Z]+:", "", addr.strip())
+    addr = re.sub(r"^[a-zA-Z]+:", "", addr_spec(uri))
     return addr.split("@", 1)[0] if "@" in addr else ""
 
 

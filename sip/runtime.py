@@ -122,7 +122,7 @@ class SipThread:
         self._name = name
         self._owner = owner
         self._poll_ms = poll_ms
-        self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._commands: queue.SimpleQueue[tuple[Callable[[], object], Future[object]]] = queue.SimpleQueue()
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
         self._timer_seq = itertools.count()
         self._retired: deque[tuple[float, tuple[object, ...]]] = deque()
@@ -168,16 +168,7 @@ class SipThread:
         if not self._accepting:
             raise SipNotRunningError(f"{self._name} is not running")
         fut: Future[T] = Future()
-
-        def run() -> None:
-            if fut.set_running_or_notify_cancel():
-                try:
-                    fut.set_result(fn())
-                except Exception as exc:  # surfaced through the future, logged if nobody waits
-                    fut.set_exception(exc)
-                    log.debug("%s: command %r failed: %s", self._name, fn, describe(exc))
-
-        self._commands.put(run)
+        self._commands.put((fn, fut))  # type: ignore[arg-type]
         return fut
 
     def call_later(self, delay_s: float, fn: Callable[[], None]) -> None:
@@ -236,15 +227,23 @@ class SipThread:
         self._retired.clear()
         self._guarded(self._owner.release)
         self._destroy()
+        while not self._commands.empty():  # raced with stop(): tell their waiters
+            self._commands.get_nowait()[1].set_exception(SipNotRunningError(f"{self._name} stopped"))
 
     def _pump(self) -> None:
         assert self._ep is not None
         self._ep.libHandleEvents(self._poll_ms)
         while True:
             try:
-                self._commands.get_nowait()()
+                fn, fut = self._commands.get_nowait()
             except queue.Empty:
                 break
+            if fut.set_running_or_notify_cancel():
+                try:
+                    fut.set_result(fn())
+                except Exception as exc:  # surfaced through the future; logged if nobody waits
+                    fut.set_exception(exc)
+                    log.debug("%s: command %r failed: %s", self._name, fn, describe(exc))
         now = time.monotonic()
         while self._timers and self._timers[0][0] <= now:
             self._guarded(heapq.heappop(self._timers)[2])

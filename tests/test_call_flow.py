@@ -13,7 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import ROOT, SOUNDS, espeak, require, start_gateway
+from conftest import ROOT, SOUNDS, espeak, require
+from gateway.testing import start_gateway
+from tests.sip_support import baresip
 
 pytestmark = [pytest.mark.sip, pytest.mark.asr]
 
@@ -214,3 +216,19 @@ def test_stopping_the_gateway_with_a_call_up_is_clean(tmp_path):
     with sqlite3.connect(running.db_path) as db:
         state, outcome = db.execute("SELECT state, outcome FROM calls").fetchone()
     assert (state, outcome) == ("ended", "interrupted")
+
+
+def test_an_independent_client_baresip_is_understood_and_routed(gateway):
+    if not baresip.available():
+        pytest.skip("Debian baresip is not installed")
+    wav, _reference = asterisk_prompt("es", "vm-reachoper")  # "Marque 0 para hablar con la operadora"
+    # baresip hangs up when its audio file ends: leave time for the decision.
+    result = baresip.call(gateway.uri("es"), wav, pad_s=5.0, timeout=40, user="+525555550126")
+    assert result.connected, result.output[-2000:]
+    [summary] = [c for c in gateway.get("/v1/calls", limit=50) if c["caller_number"] == "+525555550126"]
+    deadline = time.monotonic() + 10
+    while (call := gateway.get(f"/v1/calls/{summary['call_id']}"))["state"] != "ended" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "operadora" in call["transcript"].lower(), call
+    assert (call["intent"], call["route"]) == ("agent_request", "voice"), call
+    assert call["state"] == "ended" and call["utterances"] and call["decisions"]

@@ -56,8 +56,9 @@ def available() -> bool:
     return shutil.which("baresip") is not None and shutil.which("sox") is not None
 
 
-def call(uri: str, wav: Path, *, pad_s: float = 1.0, timeout: float = 30.0) -> BaresipResult:
-    """Dial ``uri``, speak ``wav`` then ``pad_s`` of silence; return when the call closes."""
+def call(uri: str, wav: Path, *, pad_s: float = 1.0, timeout: float = 30.0, user: str = "baresip") -> BaresipResult:
+    """Dial ``uri`` as ``sip:{user}@127.0.0.1``, speak ``wav`` then ``pad_s`` of silence;
+    return when the call closes."""
     result = BaresipResult()
     with tempfile.TemporaryDirectory(prefix="baresip-") as tmp:
         conf = Path(tmp)
@@ -66,7 +67,7 @@ def call(uri: str, wav: Path, *, pad_s: float = 1.0, timeout: float = 30.0) -> B
                         "pad", "0", str(pad_s)], check=True, capture_output=True)
         ctrl_port = free_port()
         (conf / "config").write_text(_CONFIG.format(sip_port=free_port(), wav=audio, ctrl_port=ctrl_port))
-        (conf / "accounts").write_text("<sip:baresip@127.0.0.1>;regint=0\n")
+        (conf / "accounts").write_text(f"<sip:{user}@127.0.0.1>;regint=0\n")
         proc = subprocess.Popen(["baresip", "-f", str(conf)], stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         deadline = time.monotonic() + timeout
