@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO_ROOT))
 from models.audio import load_audio  # noqa: E402
 from models.evaluation import word_error_rate  # noqa: E402
 from models.transcribe import Transcriber, TranscriberConfig, default_cache_dir  # noqa: E402
-from tests.models_support import JFK_FLAC, JFK_TEXT, Clip, asterisk_clips, select_clips  # noqa: E402
+from tests.speech_corpora import JFK_FLAC, JFK_TEXT, Clip, asterisk_clips, select_clips  # noqa: E402
 
 RESULTS = REPO_ROOT / "benchmarks" / "results" / "asr.json"
 

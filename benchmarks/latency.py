@@ -85,7 +85,9 @@ def place(gateway: RunningGateway, clip: dict) -> dict:
         record = gateway.call(clip["lang"], "--wav", str(clip["wav"]), "--hangup-after", f"{hangup_after:.1f}", timeout=120)
     except Exception as exc:  # a failed call is reported, not fatal to the benchmark
         return {"clip": clip["name"], "error": str(exc)}
-    full = record.get("record") or {}
+    if "error" in record:
+        return {"clip": clip["name"], "error": record["error"]}
+    full = record["record"]
     decisions = full.get("decisions") or []
     if not decisions:
         return {"clip": clip["name"], "error": "no decision", "transcript": record.get("transcript")}

@@ -8,16 +8,20 @@ finally destroys it. Public methods of endpoints only enqueue work here.
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import gc
 import heapq
 import itertools
 import logging
+import os
 import queue
+import sys
 import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from typing import Protocol, TypeVar
 
@@ -77,6 +81,25 @@ def base_config(*, max_calls: int, user_agent: str, log_level: int) -> tuple[pj.
     cfg.medConfig.noVad = True  # keep RTP (and thus frames) flowing through silence
     cfg.medConfig.ecTailLen = 0  # no echo canceller: there is no speaker here
     return cfg, writer
+
+
+@contextlib.contextmanager
+def _stdout_silenced() -> Iterator[None]:
+    """pjlib prints its start-up banner with C stdio before any log setting applies; keep it
+    off stdout, which belongs to the program (``puente call`` prints JSON there)."""
+    libc = ctypes.CDLL(None)
+    sys.stdout.flush()
+    libc.fflush(None)
+    saved = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        yield
+    finally:
+        libc.fflush(None)  # C stdio buffers: write the banner while fd 1 is still /dev/null
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
 
 
 def weakly(method: Callable[..., object]) -> Callable[..., None]:
@@ -199,8 +222,9 @@ class SipThread:
 
     def _run(self, ready: Future[None]) -> None:
         try:
-            ep = pj.Endpoint()
-            ep.libCreate()
+            with _stdout_silenced():
+                ep = pj.Endpoint()
+                ep.libCreate()
             self._ep = ep
         except Exception as exc:
             _endpoint_claim.release()

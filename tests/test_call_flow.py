@@ -2,7 +2,6 @@
 the real Whisper model and the real intent model; everything checked in the stored record."""
 from __future__ import annotations
 
-import gzip
 import signal
 import sqlite3
 import subprocess
@@ -13,7 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import ROOT, SOUNDS, espeak, require
+from conftest import ROOT, espeak
+from speech_corpora import asterisk_clips
 from gateway.testing import start_gateway
 from tests.sip_support import baresip
 
@@ -22,12 +22,10 @@ pytestmark = [pytest.mark.sip, pytest.mark.asr]
 
 def asterisk_prompt(lang: str, name: str) -> tuple[Path, str]:
     """A real recording from Debian's asterisk-core-sounds and its official transcript."""
-    wav = require(SOUNDS / lang / f"{name}.wav", f"asterisk-core-sounds-{lang}-wav is not installed")
-    index = require(Path(f"/usr/share/doc/asterisk-core-sounds-{lang}/core-sounds-{lang}.txt.gz"), "transcripts missing")
-    for line in gzip.open(index, "rt", encoding="utf-8", errors="replace"):
-        if line.startswith(f"{name}:"):
-            return wav, line.split(":", 1)[1].strip()
-    pytest.skip(f"no transcript for {name}")
+    for clip in asterisk_clips(lang):
+        if clip.name == name:
+            return clip.path, clip.text
+    pytest.skip(f"asterisk-core-sounds-{lang}(-wav) with {name} is not installed")
 
 
 def assert_persisted(record: dict) -> None:
@@ -95,6 +93,20 @@ def test_an_anonymous_caller_is_not_deflected_and_the_reason_is_recorded(gateway
     record = gateway.call("es", "--wav", str(wav), "--from", "anonymous")
     assert (record["intent"], record["route"]) == ("order_status", "voice"), record
     assert "anonymous" in record["reason"]
+
+
+def test_speech_outside_the_taxonomy_is_reprompted_not_guessed(gateway, tmp_path):
+    jfk = ROOT.parent / "shared" / "data" / "speech" / "misc" / "jfk.flac"
+    if not jfk.is_file():
+        pytest.skip(f"shared data is absent: {jfk}")
+    wav = tmp_path / "jfk.wav"
+    subprocess.run(["sox", str(jfk), "-r", "16000", "-c", "1", "-b", "16", str(wav)], check=True)
+    # JFK pauses after "ask not": two utterances, neither a contact-center request.
+    record = gateway.call("en", "--wav", str(wav), "--hangup-after", "15")
+    first, second = record["record"]["decisions"]
+    assert "americans" in record["transcript"].lower()
+    assert first["route"] == "reprompt" and "out of scope" in first["reason"], first
+    assert second["route"] == "voice" and "after 1 reprompt" in second["reason"], second
 
 
 def test_a_silent_caller_gets_the_no_input_prompt_then_a_reprompt_then_voice(gateway, tmp_path):
@@ -170,17 +182,23 @@ def test_voice_calls_are_transferred_with_refer_carrying_the_call_context(tmp_pa
         pbx.stop()
 
 
+def call_in_background(gateway, wav: Path) -> subprocess.Popen:
+    """Start ``puente call`` and return once the gateway has the call up."""
+    caller = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "call", gateway.uri("es"), "--wav", str(wav), "--api", gateway.api, "--timeout", "30"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 30
+    while not gateway.get("/v1/calls") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return caller
+
+
 def test_killing_the_gateway_with_calls_up_leaves_the_database_consistent(tmp_path):
     doomed = start_gateway(tmp_path)
     wav = espeak("hola, llamaba por una cosa que le quería comentar sobre mi cuenta y mi contrato", "es", tmp_path / "long.wav")
-    caller = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "call", doomed.uri("es"), "--wav", str(wav), "--api", doomed.api, "--timeout", "20"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
+    caller = call_in_background(doomed, wav)
     try:
-        deadline = time.monotonic() + 30
-        while not doomed.get("/v1/calls") and time.monotonic() < deadline:
-            time.sleep(0.2)
         time.sleep(2.0)  # mid-utterance
         doomed.stop(signal.SIGKILL)
     finally:
@@ -198,15 +216,8 @@ def test_killing_the_gateway_with_calls_up_leaves_the_database_consistent(tmp_pa
 
 def test_stopping_the_gateway_with_a_call_up_is_clean(tmp_path):
     running = start_gateway(tmp_path)
-    wav = espeak("hola, buenas tardes", "es", tmp_path / "hola.wav")
-    caller = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "call", running.uri("es"), "--wav", str(wav), "--api", running.api, "--timeout", "30"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
+    caller = call_in_background(running, espeak("hola, buenas tardes", "es", tmp_path / "hola.wav"))
     try:
-        deadline = time.monotonic() + 30
-        while not running.get("/v1/calls") and time.monotonic() < deadline:
-            time.sleep(0.2)
         assert running.stop(signal.SIGTERM) == 0
     finally:
         caller.wait(60)

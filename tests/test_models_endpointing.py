@@ -13,7 +13,7 @@ from models.endpointing import (
     UtteranceEnded,
 )
 from models.vad import VoiceActivityDetector, WebRtcVad
-from models_support import JFK_FLAC, asterisk_clips
+from speech_corpora import JFK_FLAC, asterisk_clips
 
 VOICED = b"\x10\x00" * (FRAME_BYTES // 2)
 SILENT = bytes(FRAME_BYTES)

@@ -10,7 +10,7 @@ from models.audio import SAMPLE_RATE, float32_to_pcm16, load_audio
 from models.errors import ModelNotFoundError
 from models.evaluation import normalize_text
 from models.transcribe import Transcriber, TranscriberConfig, drop_trailing_repeats
-from models_support import JFK_FLAC, asterisk_clips, espeak, librivox_clips
+from speech_corpora import JFK_FLAC, asterisk_clips, espeak, librivox_clips
 
 pytestmark = pytest.mark.asr
 

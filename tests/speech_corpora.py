@@ -1,4 +1,4 @@
-"""Real speech for the tests and benchmarks of ``models/``: where it lives and how to read it.
+"""Real speech for tests and benchmarks: Debian asterisk-core-sounds, pocketsphinx-testdata, shared data, espeak-ng.
 
 Every source is optional on a developer machine; ``require_*`` helpers skip the test
 with a reason that names the missing package or folder.
