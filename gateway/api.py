@@ -1,16 +1,22 @@
 """The HTTP API (FastAPI): health, call records, and the NLU in Rasa's response shape."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Query
 from pydantic import BaseModel, Field
 
 from gateway.service import Gateway
+from nlu.model import ModelLoadError
 
 
 class ParseRequest(BaseModel):
     text: str = Field(..., max_length=2000, description="What the caller said.")
+
+
+class ReloadRequest(BaseModel):
+    model: Path | None = Field(None, description="Model directory; default: the configured nlu.model.")
 
 
 def create_app(gateway: Gateway) -> FastAPI:
@@ -33,6 +39,19 @@ def create_app(gateway: Gateway) -> FastAPI:
         if record is None:
             raise HTTPException(status_code=404, detail=f"no call {call_id}")
         return record
+
+    @app.post("/v1/nlu/reload")
+    async def nlu_reload(request: ReloadRequest | None = None) -> dict[str, Any]:
+        """Switch the intent model without a restart; a model that does not load is refused (422)
+        and the running one keeps serving."""
+        directory = (request.model if request else None) or gateway.settings.nlu.model
+        if directory is None:
+            raise HTTPException(status_code=400, detail="no model directory given and none configured (nlu.model)")
+        try:
+            previous, current = await gateway.reload_nlu(directory)
+        except ModelLoadError as exc:
+            raise HTTPException(status_code=422, detail=str(exc)) from exc
+        return {"previous_version": previous, "version": current, "model": str(directory)}
 
     @app.post("/v1/nlu/parse")
     async def nlu_parse(request: ParseRequest) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from gateway.config import Settings
 from gateway.numbers import caller_number
@@ -153,6 +154,19 @@ class Gateway:
         session = self.sessions.get(call_id)
         if session is not None:
             session.post(item)
+
+    # --- intent model --------------------------------------------------------------------
+
+    async def reload_nlu(self, model_dir: Path) -> tuple[str, str]:
+        """Load ``model_dir`` and serve it from the next utterance on, without a restart.
+
+        Returns (previous version, new version). A directory that does not load raises
+        ``ModelLoadError`` and the running model keeps serving.
+        """
+        model = await asyncio.to_thread(IntentModel.load, model_dir)
+        previous = self.speech.swap_classifier(model)
+        log.info("intent model %s replaced %s", model.version, previous.version)
+        return previous.version, model.version
 
     # --- status --------------------------------------------------------------------------
 

@@ -42,5 +42,13 @@ class SpeechPipeline:
         result = self.classifier.parse(text)
         return result, time.perf_counter() - started
 
+    def swap_classifier(self, classifier: IntentClassifier) -> IntentClassifier:
+        """Serve ``classifier`` from the next utterance on; returns the one it replaces.
+
+        One attribute assignment: an utterance being classified finishes on the old model.
+        """
+        previous, self.classifier = self.classifier, classifier
+        return previous
+
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

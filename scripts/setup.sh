@@ -37,10 +37,11 @@ fi
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 stamp=".venv/.puente-installed-$(sha256sum pyproject.toml | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
-  echo "setup: installing Python packages into .venv"
-  .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-  .venv/bin/python -m pip install -q -e ".[test]" 2>&1 | grep -v "^WARNING: Location" || true
-  .venv/bin/python -c "import pjsua2, faster_whisper, webrtcvad, fastapi, sqlalchemy" \
-    || { echo "setup: the Python install failed" >&2; exit 1; }
+  echo "setup: installing Python packages into .venv (log: .venv/pip-install.log)"
+  if ! .venv/bin/python -m pip install -e ".[test]" > .venv/pip-install.log 2>&1; then
+    tail -30 .venv/pip-install.log >&2
+    echo "setup: the Python install failed" >&2
+    exit 1
+  fi
   rm -f .venv/.puente-installed-* && touch "$stamp"
 fi
