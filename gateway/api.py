@@ -8,6 +8,7 @@ from fastapi import FastAPI, HTTPException, Query
 from pydantic import BaseModel, Field
 
 from gateway.service import Gateway
+from gateway.whatsapp import Sandbox
 from nlu.model import ModelLoadError
 
 
@@ -22,6 +23,10 @@ class ReloadRequest(BaseModel):
 def create_app(gateway: Gateway) -> FastAPI:
     """The API of a started gateway (``gateway.server`` owns its lifecycle)."""
     app = FastAPI(title="Puente", version="0.1.0")
+    if gateway.whatsapp is not None:
+        app.include_router(gateway.whatsapp.router)  # GET/POST /webhooks/whatsapp
+        if gateway.whatsapp.sandbox is not None:
+            app.mount(Sandbox.mount_path, gateway.whatsapp.sandbox.app)  # /sandbox/…
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:

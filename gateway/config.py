@@ -9,12 +9,13 @@ scalars, so ``PUENTE_ASR__LANGUAGES='[es, en]'`` works too.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from nlu.taxonomy import INTENTS
 
@@ -115,9 +116,131 @@ class RoutingSettings(_Section):
         return value
 
 
+class WhatsAppButton(_Section):
+    """A quick-reply button of a template: ``id`` comes back in the reply's payload."""
+
+    id: str = Field(..., min_length=1, max_length=64)
+    text: str = Field(..., min_length=1, max_length=25)
+
+
+class WhatsAppTemplate(_Section):
+    """An approved message template, as registered in WhatsApp Manager (the sandbox validates against it)."""
+
+    name: str = Field(..., pattern=r"^[a-z0-9_]{1,512}$")
+    language: str = Field(..., description='Template language code as approved: "es", "es_MX", "en_US"…')
+    body: str = Field(..., description="Body text with positional parameters {{1}}, {{2}}…")
+    buttons: list[WhatsAppButton] = Field(default_factory=list, max_length=10)
+
+    @property
+    def body_parameters(self) -> int:
+        return len(set(_PLACEHOLDER.findall(self.body)))
+
+    @model_validator(mode="after")
+    def _placeholders_are_positional(self) -> "WhatsAppTemplate":
+        found = sorted({int(n) for n in _PLACEHOLDER.findall(self.body)})
+        if found != list(range(1, len(found) + 1)):
+            raise ValueError(f"template {self.name}: body placeholders must be {{{{1}}}}..{{{{n}}}}, found {found}")
+        return self
+
+
+_PLACEHOLDER = re.compile(r"\{\{(\d+)\}\}")
+
+
+def _default_templates() -> list[WhatsAppTemplate]:
+    return [
+        WhatsAppTemplate(
+            name="call_followup", language="es",
+            body='Hola, estábamos atendiendo tu llamada sobre {{1}}. Dijiste: "{{2}}". ¿Seguimos por aquí?',
+            buttons=[WhatsAppButton(id="continue", text="Sí, sigamos"), WhatsAppButton(id="call_me", text="Prefiero llamada")],
+        ),
+        WhatsAppTemplate(
+            name="call_followup", language="en",
+            body='Hi, we were helping you on the phone with {{1}}. You said: "{{2}}". Shall we continue here?',
+            buttons=[WhatsAppButton(id="continue", text="Yes, let's go on"), WhatsAppButton(id="call_me", text="Call me instead")],
+        ),
+    ]
+
+
+def _default_intent_labels() -> dict[str, dict[str, str]]:
+    return {
+        "es": {
+            "order_status": "el estado de tu pedido", "appointment": "tu cita", "duplicate_document": "un duplicado de tu documento",
+            "opening_hours": "nuestros horarios", "policy_info": "tu póliza", "payment": "tu pago",
+            "send_documents": "el envío de tus documentos", "update_details": "la actualización de tus datos",
+        },
+        "en": {
+            "order_status": "your order status", "appointment": "your appointment", "duplicate_document": "a copy of your document",
+            "opening_hours": "our opening hours", "policy_info": "your policy", "payment": "your payment",
+            "send_documents": "sending your documents", "update_details": "updating your details",
+        },
+    }
+
+
 class WhatsAppSettings(_Section):
+    """The WhatsApp channel. With no ``access_token`` the local sandbox plays the Cloud API.
+
+    Secrets (``access_token``, ``app_secret``, ``verify_token``) are best given as
+    ``PUENTE_WHATSAPP__ACCESS_TOKEN`` etc.; they are ``SecretStr`` so they never print.
+    """
+
     default_region: str = Field("MX", description="Region for caller numbers without a country code.")
     template: str = Field("call_followup", description="Template of the first message after a deflection.")
+    base_url: str | None = Field(
+        None, description="Cloud API base URL, e.g. https://graph.facebook.com; default: the sandbox on the gateway's HTTP server."
+    )
+    api_version: str = Field("v21.0", pattern=r"^v\d+\.\d+$")
+    phone_number_id: str = Field("100000000000001", min_length=1, description="Business phone number ID (the sandbox's by default).")
+    business_account_id: str = Field("100000000000002", min_length=1, description="WhatsApp Business Account ID (webhook entry id).")
+    display_phone_number: str = Field("15550000001", description="The business number customers see (sandbox).")
+    access_token: SecretStr | None = Field(None, description="System-user access token; none: use the sandbox.")
+    app_secret: SecretStr | None = Field(None, description="App secret for X-Hub-Signature-256; sandbox: a random one per process.")
+    verify_token: SecretStr | None = Field(None, description="Webhook verification token; none: GET verification is refused.")
+    webhook_url: str | None = Field(None, description="Where the sandbox posts webhooks; default: this gateway's /webhooks/whatsapp.")
+    messages_per_second: float = Field(20.0, gt=0, description="Our sending rate across all customers.")
+    per_user_interval_s: float = Field(6.0, ge=0, description="Least time between two messages to the same customer.")
+    max_attempts: int = Field(8, ge=1, description="Send attempts before a message is marked failed.")
+    backoff_base_s: float = Field(1.0, gt=0, description="First retry delay; doubles each attempt, with jitter.")
+    backoff_cap_s: float = Field(300.0, gt=0, description="Longest retry delay.")
+    request_timeout_s: float = Field(10.0, gt=0, description="HTTP timeout of one Cloud API request.")
+    lease_s: float = Field(60.0, gt=0, description="How long a claimed message is reserved for one sender; > request_timeout_s.")
+    in_doubt_grace_s: float = Field(
+        30.0, ge=0,
+        description="After an attempt whose outcome is unknown (timeout, crash), wait this long for its status webhook before re-sending.",
+    )
+    poll_interval_s: float = Field(0.5, gt=0, description="How often the sender looks for due messages.")
+    auth_pause_s: float = Field(60.0, gt=0, description="Pause after the token was refused (code 190) before trying again.")
+    webhook_max_body_bytes: int = Field(1_048_576, ge=1024, description="Larger webhook bodies are refused (413).")
+    window_hours: float = Field(24.0, gt=0, description="Customer-service window opened by the customer's last message.")
+    templates: list[WhatsAppTemplate] = Field(default_factory=_default_templates, description="Approved templates.")
+    intent_labels: dict[str, dict[str, str]] = Field(
+        default_factory=_default_intent_labels, description="language → intent → words used for {{1}} of the follow-up template."
+    )
+
+    @field_validator("phone_number_id", "business_account_id", "display_phone_number", "access_token", "app_secret", "verify_token", mode="before")
+    @classmethod
+    def _digits_are_text(cls, value: Any) -> Any:
+        # Environment values are parsed as YAML, so an all-digit id or token arrives as an int.
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "WhatsAppSettings":
+        if self.access_token is not None:
+            missing = [n for n in ("app_secret", "verify_token", "base_url") if getattr(self, n) is None]
+            if missing:
+                raise ValueError(f"with an access_token (real Cloud API) also set {', '.join(missing)}")
+        if self.lease_s <= self.request_timeout_s:
+            raise ValueError("lease_s must be longer than request_timeout_s")
+        if self.backoff_cap_s < self.backoff_base_s:
+            raise ValueError("backoff_cap_s must be at least backoff_base_s")
+        names = {t.name for t in self.templates}
+        if self.template not in names:
+            raise ValueError(f"template {self.template!r} is not in templates {sorted(names)}")
+        return self
+
+    @property
+    def sandbox(self) -> bool:
+        """No credentials: the local emulator answers instead of Meta's Cloud API."""
+        return self.access_token is None
 
 
 class Settings(_Section):

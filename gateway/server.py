@@ -11,6 +11,7 @@ import uvicorn
 from gateway.api import create_app
 from gateway.config import Settings
 from gateway.service import Gateway
+from gateway.whatsapp import local_base
 
 
 class _ApiServer(uvicorn.Server):
@@ -29,6 +30,8 @@ async def serve(settings: Settings, *, on_ready: Callable[[Settings], Awaitable[
         f"HTTP on http://{settings.http.host}:{settings.http.port}, ASR {report.asr_model}, NLU {report.nlu_version}",
         flush=True,
     )
+    if gateway.whatsapp is not None and gateway.whatsapp.sandbox is not None:
+        print(f"puente: WhatsApp sandbox (no credentials configured): {local_base(settings)}/sandbox/chat/<number>", flush=True)
     server = _ApiServer(
         uvicorn.Config(create_app(gateway), host=settings.http.host, port=settings.http.port, log_level="warning")
     )

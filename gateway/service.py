@@ -21,6 +21,7 @@ from gateway.session import CallSession, FrameIn, SessionDeps
 from gateway.speech import SpeechPipeline
 from gateway.store import Store
 from gateway.store_async import AsyncStore
+from gateway.whatsapp import WhatsAppChannel, build_whatsapp
 from models.audio import AudioFrame
 from models.endpointing import Endpointer, EndpointerConfig
 from models.transcribe import Transcriber, TranscriberConfig
@@ -71,6 +72,7 @@ class Gateway:
         self.store: AsyncStore | None = None
         self.speech: SpeechPipeline | None = None
         self.sip: SipEndpoint | None = None
+        self.whatsapp: WhatsAppChannel | None = None
         self._policy = RoutingPolicy(settings.routing)
         self._prompts: PromptLibrary | None = None
         self.started_at: float | None = None
@@ -86,6 +88,9 @@ class Gateway:
         store = Store(s.database.url)
         closed = store.close_interrupted_calls("gateway restarted while the call was up")
         self.store = AsyncStore(store)
+        # Sandbox unless whatsapp.access_token is set; the sender retries until the HTTP server is up.
+        self.whatsapp = build_whatsapp(s, self.store)
+        await self.whatsapp.start()
         transcriber, classifier = await asyncio.gather(
             asyncio.to_thread(build_transcriber, s), asyncio.to_thread(load_classifier, s)
         )
@@ -108,6 +113,8 @@ class Gateway:
             await asyncio.to_thread(self.sip.stop)
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=10)
+        if self.whatsapp is not None:
+            await self.whatsapp.stop()
         if self.speech is not None:
             self.speech.close()
         if self.store is not None:

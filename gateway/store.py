@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,10 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    and_,
+    or_,
     select,
+    update,
 )
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
@@ -137,6 +140,68 @@ class OutboxRow(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class OutboxDeliveryRow(Base):
+    """Delivery bookkeeping of one outbox message (a side table, so existing databases need no migration).
+
+    ``in_doubt_since`` is written *before* each send attempt and cleared once the API answered;
+    while it is set an earlier attempt may have reached the Cloud API, so the message is only
+    re-sent after ``in_doubt_grace_s`` with no status webhook carrying its idempotency key.
+    """
+
+    __tablename__ = "outbox_delivery"
+
+    outbox_id: Mapped[int] = mapped_column(ForeignKey("outbox.id"), primary_key=True)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    in_doubt_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    error_code: Mapped[int | None] = mapped_column(Integer)
+
+
+class WhatsAppStatusRow(Base):
+    """Every distinct status webhook (``wamid`` + ``status``), kept even before its message is known."""
+
+    __tablename__ = "whatsapp_statuses"
+    __table_args__ = (UniqueConstraint("wamid", "status"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    wamid: Mapped[str] = mapped_column(String(128), index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    callback_data: Mapped[str | None] = mapped_column(String(512), index=True)
+    recipient_id: Mapped[str | None] = mapped_column(String(32))
+    timestamp: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    errors: Mapped[list[Any]] = mapped_column(JSON)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class WhatsAppInboundRow(Base):
+    """A message from a customer (deduplicated by its ``wamid``)."""
+
+    __tablename__ = "whatsapp_inbound"
+    __table_args__ = (UniqueConstraint("wamid"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    wamid: Mapped[str] = mapped_column(String(128))
+    from_number: Mapped[str] = mapped_column(String(32), index=True)
+    type: Mapped[str] = mapped_column(String(32))
+    text: Mapped[str | None] = mapped_column(Text)
+    payload: Mapped[str | None] = mapped_column(String(256))
+    context_wamid: Mapped[str | None] = mapped_column(String(128))
+    call_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    message: Mapped[dict[str, Any]] = mapped_column(JSON)
+    timestamp: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class WhatsAppContactRow(Base):
+    """Per customer number: when they last wrote to us (opens the 24-hour customer-service window)."""
+
+    __tablename__ = "whatsapp_contacts"
+
+    number: Mapped[str] = mapped_column(String(32), primary_key=True)
+    last_inbound_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 # --- values handed to the store ------------------------------------------------------
 
 
@@ -190,6 +255,60 @@ class OutboundMessage:
 
     def idempotency_key(self, call_id: str) -> str:
         return f"{call_id}:{self.purpose}"
+
+
+# Outbox message statuses. Progress only moves forward: pending < sending < accepted (the API
+# returned a wamid) < sent < delivered < read. "failed" is terminal, except that a later
+# "delivered"/"read" proves the message reached the phone and wins; "failed" never
+# overrides "delivered"/"read" (several devices may disagree, the phone that got it counts).
+OUTBOX_PROGRESS = ("pending", "sending", "accepted", "sent", "delivered", "read")
+WEBHOOK_STATUSES = ("sent", "delivered", "read", "failed")
+
+
+def merge_message_status(current: str, incoming: str) -> str:
+    """The status a message has after ``incoming`` arrives while it is ``current`` (idempotent, order-free)."""
+    rank = {name: i for i, name in enumerate(OUTBOX_PROGRESS)}
+    if incoming == "failed":
+        return current if rank.get(current, -1) >= rank["delivered"] else "failed"
+    if current == "failed":
+        return incoming if rank[incoming] >= rank["delivered"] else "failed"
+    return incoming if rank[incoming] > rank.get(current, -1) else current
+
+
+@dataclass(frozen=True)
+class OutboxClaim:
+    """A message reserved for one sender until ``lease_until``."""
+
+    id: int
+    call_id: str
+    idempotency_key: str
+    purpose: str
+    to_number: str
+    payload: dict[str, Any]
+    attempts: int
+    lease_until: datetime
+
+
+@dataclass(frozen=True)
+class StatusUpdate:
+    wamid: str
+    status: str
+    timestamp: datetime | None
+    recipient_id: str | None = None
+    callback_data: str | None = None
+    errors: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class InboundRecord:
+    wamid: str
+    from_number: str
+    type: str
+    timestamp: datetime
+    text: str | None
+    payload: str | None
+    context_wamid: str | None
+    message: dict[str, Any]
 
 
 # --- the store -----------------------------------------------------------------------
@@ -320,6 +439,232 @@ class Store:
             rows = s.scalars(select(OutboxRow).where(OutboxRow.status == "pending").order_by(OutboxRow.id))
             return [_columns(m) for m in rows]
 
+    # WhatsApp outbox delivery (gateway.whatsapp.outbox is the only caller)
+
+    def claim_outbox_message(
+        self, *, now: datetime, lease_s: float, in_doubt_grace_s: float, listening_since: datetime | None = None,
+    ) -> OutboxClaim | None:
+        """Reserve the oldest due WhatsApp message, first settling any earlier attempt still in doubt.
+
+        The grace for an in-doubt attempt runs from the attempt or from ``listening_since`` (when
+        this process began receiving webhooks), whichever is later: webhooks Meta retried while
+        we were down get their chance to arrive before anything is re-sent.
+
+        Compare-and-set on ``attempts`` makes a claim exclusive across workers and processes.
+        The attempt is counted and marked in doubt here, in the claim's transaction, *before*
+        anything is sent: a crash after this point can never go unnoticed.
+        """
+        with self._tx() as s:
+            rows = s.execute(
+                select(OutboxRow, OutboxDeliveryRow)
+                .outerjoin(OutboxDeliveryRow, OutboxDeliveryRow.outbox_id == OutboxRow.id)
+                .where(
+                    OutboxRow.channel == "whatsapp",
+                    or_(
+                        and_(OutboxRow.status == "pending",
+                             or_(OutboxDeliveryRow.next_attempt_at.is_(None), OutboxDeliveryRow.next_attempt_at <= now)),
+                        and_(OutboxRow.status == "sending",
+                             or_(OutboxDeliveryRow.lease_until.is_(None), OutboxDeliveryRow.lease_until <= now)),
+                    ),
+                )
+                .order_by(OutboxRow.id)
+                .limit(20)
+            ).all()
+            for row, delivery in rows:
+                if delivery is None:
+                    delivery = OutboxDeliveryRow(outbox_id=row.id)
+                    s.add(delivery)
+                if row.status == "sending" and _aware(delivery.lease_until) > now:
+                    continue  # another sender holds it
+                if row.status == "pending" and delivery.next_attempt_at is not None and _aware(delivery.next_attempt_at) > now:
+                    continue
+                if delivery.in_doubt_since is not None:
+                    if self._adopt_seen_attempt(s, row, delivery, now):
+                        continue
+                    since = max(_aware(delivery.in_doubt_since), listening_since or _aware(None))
+                    settle_at = since + timedelta(seconds=in_doubt_grace_s)
+                    if settle_at > now:
+                        # Still waiting for the earlier attempt's status webhook.
+                        row.status, row.updated_at, delivery.lease_until = "pending", now, None
+                        delivery.next_attempt_at = settle_at
+                        continue
+                claimed = s.execute(
+                    update(OutboxRow)
+                    .where(OutboxRow.id == row.id, OutboxRow.attempts == row.attempts, OutboxRow.status == row.status)
+                    .values(status="sending", attempts=row.attempts + 1, updated_at=now)
+                    .execution_options(synchronize_session=False)
+                ).rowcount
+                if claimed != 1:
+                    continue  # lost the race to another sender
+                lease_until = now + timedelta(seconds=lease_s)
+                delivery.lease_until, delivery.next_attempt_at = lease_until, None
+                delivery.in_doubt_since, delivery.last_attempt_at = now, now
+                return OutboxClaim(
+                    id=row.id, call_id=row.call_id, idempotency_key=row.idempotency_key, purpose=row.purpose,
+                    to_number=row.to_number, payload=row.payload, attempts=row.attempts + 1, lease_until=lease_until,
+                )
+            return None
+
+    def _adopt_seen_attempt(self, s: Session, row: OutboxRow, delivery: OutboxDeliveryRow, now: datetime) -> bool:
+        """An in-doubt attempt whose status webhook (carrying our key) arrived did reach WhatsApp: keep it."""
+        seen = s.scalars(
+            select(WhatsAppStatusRow).where(WhatsAppStatusRow.callback_data == row.idempotency_key).order_by(WhatsAppStatusRow.id)
+        ).all()
+        if not seen:
+            return False
+        row.wamid = row.wamid or seen[0].wamid
+        row.status = merge_message_status("sending", "accepted")
+        for status in seen:
+            if status.wamid == row.wamid:
+                row.status = merge_message_status(row.status, status.status)
+        row.last_error = None if row.status != "failed" else row.last_error
+        row.updated_at = now
+        delivery.in_doubt_since = delivery.lease_until = delivery.next_attempt_at = None
+        s.add(EventRow(call_id=row.call_id, type="whatsapp_reconciled", data={"wamid": row.wamid, "purpose": row.purpose}, at=now))
+        return True
+
+    def outbox_accepted(self, outbox_id: int, wamid: str, *, now: datetime) -> None:
+        """The API returned ``wamid``; fold in status webhooks that may have arrived first."""
+        with self._tx() as s:
+            row, delivery = s.get(OutboxRow, outbox_id), s.get(OutboxDeliveryRow, outbox_id)
+            if row.wamid is not None and row.wamid != wamid:
+                # An earlier, in-doubt attempt was adopted meanwhile: this send was a duplicate.
+                s.add(EventRow(call_id=row.call_id, type="whatsapp_duplicate_send", data={"kept": row.wamid, "extra": wamid}, at=now))
+            else:
+                row.wamid = wamid
+            row.status = merge_message_status(row.status, "accepted") if row.status != "failed" else "accepted"
+            for status in s.scalars(select(WhatsAppStatusRow).where(WhatsAppStatusRow.wamid == row.wamid).order_by(WhatsAppStatusRow.id)):
+                row.status = merge_message_status(row.status, status.status)
+            row.last_error, row.updated_at = None, now
+            if delivery is not None:
+                delivery.in_doubt_since = delivery.lease_until = delivery.next_attempt_at = None
+                delivery.error_code = None
+            s.add(EventRow(call_id=row.call_id, type="whatsapp_accepted", data={"wamid": row.wamid, "purpose": row.purpose}, at=now))
+
+    def outbox_retry_later(
+        self, outbox_id: int, *, now: datetime, next_attempt_at: datetime, error: str, error_code: int | None,
+        in_doubt: bool, consume_attempt: bool = True,
+    ) -> None:
+        """Back to pending until ``next_attempt_at``; ``in_doubt`` keeps the attempt open for reconciliation."""
+        with self._tx() as s:
+            row, delivery = s.get(OutboxRow, outbox_id), s.get(OutboxDeliveryRow, outbox_id)
+            if row.status != "sending":
+                return  # settled meanwhile (e.g. adopted through a status webhook)
+            row.status, row.last_error, row.updated_at = "pending", error, now
+            if not consume_attempt:
+                row.attempts = max(0, row.attempts - 1)
+            delivery.lease_until, delivery.next_attempt_at, delivery.error_code = None, next_attempt_at, error_code
+            if not in_doubt:
+                delivery.in_doubt_since = None
+
+    def outbox_failed(self, outbox_id: int, *, now: datetime, error: str, error_code: int | None, fallback: bool) -> None:
+        """Terminal: no further attempt. ``fallback`` records an event for another channel to pick up."""
+        with self._tx() as s:
+            row, delivery = s.get(OutboxRow, outbox_id), s.get(OutboxDeliveryRow, outbox_id)
+            if row.status != "sending":
+                return
+            row.status, row.last_error, row.updated_at = "failed", error, now
+            if delivery is not None:
+                delivery.lease_until = delivery.next_attempt_at = delivery.in_doubt_since = None
+                delivery.error_code = error_code
+            data = {"purpose": row.purpose, "error": error, "code": error_code, "fallback": fallback}
+            s.add(EventRow(call_id=row.call_id, type="whatsapp_failed", data=data, at=now))
+
+    def whatsapp_delivery(self, outbox_id: int) -> dict[str, Any] | None:
+        with self._sessions() as s:
+            delivery = s.get(OutboxDeliveryRow, outbox_id)
+            return None if delivery is None else _columns(delivery)
+
+    def record_whatsapp_status(self, update_: StatusUpdate, *, now: datetime) -> bool:
+        """Apply a status webhook; ``False`` for a duplicate (same wamid and status), which changes nothing."""
+        with self._tx() as s:
+            if s.scalar(select(WhatsAppStatusRow.id).where(WhatsAppStatusRow.wamid == update_.wamid, WhatsAppStatusRow.status == update_.status)):
+                return False
+            s.add(
+                WhatsAppStatusRow(
+                    wamid=update_.wamid, status=update_.status, callback_data=update_.callback_data,
+                    recipient_id=update_.recipient_id, timestamp=update_.timestamp, errors=list(update_.errors), received_at=now,
+                )
+            )
+            row = s.scalar(select(OutboxRow).where(OutboxRow.wamid == update_.wamid))
+            if row is None and update_.callback_data:
+                # The send's HTTP answer is late or lost (timeout, crash): our key identifies the message.
+                row = s.scalar(select(OutboxRow).where(OutboxRow.idempotency_key == update_.callback_data, OutboxRow.wamid.is_(None)))
+                if row is not None:
+                    row.wamid = update_.wamid
+            if row is None:
+                return True  # kept; applied when the send's answer records the wamid
+            before = row.status
+            base = "accepted" if before in ("pending", "sending") else before
+            row.status = merge_message_status(base, update_.status)
+            if before in ("pending", "sending"):
+                delivery = s.get(OutboxDeliveryRow, row.id)
+                if delivery is not None:
+                    delivery.in_doubt_since = delivery.lease_until = delivery.next_attempt_at = None
+            if update_.status == "failed" and row.status == "failed":
+                err = update_.errors[0] if update_.errors else {}
+                row.last_error = f"{err.get('code', '?')}: {err.get('title') or err.get('message') or 'failed'}"
+                s.add(
+                    EventRow(
+                        call_id=row.call_id, type="whatsapp_failed",
+                        data={"purpose": row.purpose, "error": row.last_error, "code": err.get("code"), "fallback": err.get("code") == 131026},
+                        at=now,
+                    )
+                )
+            elif row.status in ("delivered", "read"):
+                row.last_error = None
+            row.updated_at = now
+            return True
+
+    def record_whatsapp_inbound(self, inbound: InboundRecord, *, now: datetime) -> tuple[bool, str | None]:
+        """Store a customer's message and open their window: (new?, the call it answers). Duplicates change nothing."""
+        with self._tx() as s:
+            if s.scalar(select(WhatsAppInboundRow.id).where(WhatsAppInboundRow.wamid == inbound.wamid)):
+                return False, None
+            call_id = None
+            if inbound.context_wamid:
+                call_id = s.scalar(select(OutboxRow.call_id).where(OutboxRow.wamid == inbound.context_wamid))
+            if call_id is None:  # a plain message: the latest conversation we started with this number
+                call_id = s.scalar(
+                    select(OutboxRow.call_id).where(OutboxRow.to_number == inbound.from_number, OutboxRow.wamid.is_not(None))
+                    .order_by(OutboxRow.id.desc()).limit(1)
+                )
+            s.add(WhatsAppInboundRow(call_id=call_id, received_at=now, **_fields(inbound)))
+            contact = s.get(WhatsAppContactRow, inbound.from_number)
+            if contact is None:
+                s.add(WhatsAppContactRow(number=inbound.from_number, last_inbound_at=inbound.timestamp))
+            elif _aware(contact.last_inbound_at) < inbound.timestamp:
+                contact.last_inbound_at = inbound.timestamp
+            if call_id is not None:
+                data = {"wamid": inbound.wamid, "type": inbound.type, "text": inbound.text, "payload": inbound.payload}
+                s.add(EventRow(call_id=call_id, type="whatsapp_reply", data=data, at=now))
+            return True, call_id
+
+    def whatsapp_last_inbound(self, number: str) -> datetime | None:
+        """When the customer last wrote to us; a phone call does not count (it opens no window)."""
+        with self._sessions() as s:
+            contact = s.get(WhatsAppContactRow, number)
+            return None if contact is None else _aware(contact.last_inbound_at)
+
+    def whatsapp_inbound(self, number: str | None = None) -> list[dict[str, Any]]:
+        with self._sessions() as s:
+            query = select(WhatsAppInboundRow).order_by(WhatsAppInboundRow.id)
+            if number is not None:
+                query = query.where(WhatsAppInboundRow.from_number == number)
+            return [_columns(r) for r in s.scalars(query)]
+
+    def whatsapp_statuses(self, wamid: str | None = None) -> list[dict[str, Any]]:
+        with self._sessions() as s:
+            query = select(WhatsAppStatusRow).order_by(WhatsAppStatusRow.id)
+            if wamid is not None:
+                query = query.where(WhatsAppStatusRow.wamid == wamid)
+            return [_columns(r) for r in s.scalars(query)]
+
+    def outbox_messages(self) -> list[dict[str, Any]]:
+        with self._sessions() as s:
+            return [_columns(m) for m in s.scalars(select(OutboxRow).order_by(OutboxRow.id))]
+
+
 
 def _outcome_of_route(route: str) -> str:
     return {"whatsapp": "deflected", "voice": "voice"}.get(route, "interrupted")
@@ -364,6 +709,13 @@ def _columns(row: Base, exclude: set[str] = frozenset()) -> dict[str, Any]:
 
 def _fields(record: Any) -> dict[str, Any]:
     return dict(record.__dict__)
+
+
+def _aware(value: datetime | None) -> datetime:
+    """SQLite hands datetimes back without their zone; everything we write is UTC."""
+    if value is None:
+        return datetime.min.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
 
 
 def _iso(value: datetime | None) -> str | None:

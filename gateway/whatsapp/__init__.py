@@ -1,0 +1,36 @@
+"""The WhatsApp channel: Cloud API client, durable outbox sender, webhooks, and the local sandbox.
+
+Entry points for the gateway: ``build_whatsapp`` (everything from settings), or the parts —
+``CloudApiClient``, ``OutboxWorker``, ``create_whatsapp_router``, ``Sandbox``.
+"""
+from gateway.whatsapp import wire
+from gateway.whatsapp.channel import WhatsAppChannel, build_whatsapp, local_base
+from gateway.whatsapp.client import CloudApiClient, SendResult
+from gateway.whatsapp.errors import (
+    CloudApiError,
+    DeliveryInDoubt,
+    InvalidRequestError,
+    MessageBuildError,
+    OutsideWindowError,
+    ReengagementError,
+    RetryableApiError,
+    SendNotAttempted,
+    TemplateError,
+    TokenExpiredError,
+    UndeliverableError,
+    WhatsAppError,
+)
+from gateway.whatsapp.outbox import Alert, OutboxWorker
+from gateway.whatsapp.pacing import Clock, SystemClock, Throttle, backoff_delay
+from gateway.whatsapp.sandbox import FaultRequest, ReplyRequest, Sandbox
+from gateway.whatsapp.templates import MessageBuilder, TemplateRegistry
+from gateway.whatsapp.webhooks import InboundEvent, create_whatsapp_router, sign, signature_valid
+
+__all__ = [
+    "Alert", "Clock", "CloudApiClient", "CloudApiError", "DeliveryInDoubt", "FaultRequest", "InboundEvent",
+    "InvalidRequestError", "MessageBuildError", "MessageBuilder", "OutboxWorker", "OutsideWindowError",
+    "ReengagementError", "ReplyRequest", "RetryableApiError", "Sandbox", "SendNotAttempted", "SendResult",
+    "SystemClock", "TemplateError", "TemplateRegistry", "Throttle", "TokenExpiredError", "UndeliverableError",
+    "WhatsAppChannel", "WhatsAppError", "backoff_delay", "build_whatsapp", "create_whatsapp_router", "local_base",
+    "sign", "signature_valid", "wire",
+]

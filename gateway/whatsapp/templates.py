@@ -1,0 +1,114 @@
+"""The approved-template registry and the translation of outbox payloads into Cloud API messages.
+
+The registry comes from ``WhatsAppSettings.templates``; the sender builds messages from it
+and the sandbox validates against the same one, so a template that works in the sandbox
+has the same name, language and parameter count the real account must have approved.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from gateway.config import WhatsAppTemplate
+from gateway.whatsapp import wire
+from gateway.whatsapp.errors import MessageBuildError
+
+# Cloud API rejects template parameters with newlines, tabs or more than 4 consecutive spaces.
+_BAD_WHITESPACE = re.compile(r"[\n\t\r]+| {5,}")
+PARAMETER_MAX = 600  # keeps the rendered body well under the 1024-character template limit
+_PLACEHOLDER = re.compile(r"\{\{(\d+)\}\}")
+
+
+def clean_parameter(value: Any) -> str:
+    text = _BAD_WHITESPACE.sub(" ", str(value if value is not None else "")).strip() or "-"
+    return text if len(text) <= PARAMETER_MAX else text[: PARAMETER_MAX - 1] + "…"
+
+
+def parameter_problem(text: str) -> str | None:
+    """What the real API would object to in one body parameter, or ``None``."""
+    if not text:
+        return "Parameter text cannot be empty"
+    if _BAD_WHITESPACE.search(text):
+        return "Param text cannot have new-line/tab characters or more than 4 consecutive spaces"
+    return None
+
+
+class TemplateRegistry:
+    def __init__(self, templates: Iterable[WhatsAppTemplate]) -> None:
+        self._templates = {(t.name, t.language): t for t in templates}
+
+    def get(self, name: str, language: str) -> WhatsAppTemplate | None:
+        """Exact language code first, then the same language's regional variant ("es" ↔ "es_MX")."""
+        exact = self._templates.get((name, language))
+        if exact is not None:
+            return exact
+        base = language.split("_")[0].lower()
+        for (n, lang), template in self._templates.items():
+            if n == name and lang.split("_")[0].lower() == base:
+                return template
+        return None
+
+    def exact(self, name: str, language: str) -> WhatsAppTemplate | None:
+        return self._templates.get((name, language))
+
+    def names(self) -> list[tuple[str, str]]:
+        return sorted(self._templates)
+
+    @staticmethod
+    def render(template: WhatsAppTemplate, parameters: Sequence[str]) -> str:
+        return _PLACEHOLDER.sub(lambda m: parameters[int(m.group(1)) - 1] if int(m.group(1)) <= len(parameters) else m.group(0), template.body)
+
+
+class MessageBuilder:
+    """Outbox payload → typed Cloud API message.
+
+    Payload shapes (``payload["type"]``, default ``"template"``):
+    ``{"template", "language", "parameters", "context"?, "buttons"?}`` (what a deflection writes),
+    ``{"type": "text", "text"}``, ``{"type": "interactive", "interactive": {...wire format...}}``.
+    """
+
+    def __init__(self, registry: TemplateRegistry, intent_labels: Mapping[str, Mapping[str, str]]) -> None:
+        self.registry = registry
+        self._labels = intent_labels
+
+    def build(self, payload: Mapping[str, Any], *, to: str, callback_data: str | None) -> wire.TemplateMessage | wire.TextMessage | wire.InteractiveMessage:
+        kind = payload.get("type", "template")
+        try:
+            if kind == "template":
+                return self._template(payload, to=to, callback_data=callback_data)
+            if kind == "text":
+                return wire.TextMessage(to=to, text=wire.Text(body=str(payload["text"])), biz_opaque_callback_data=callback_data)
+            if kind == "interactive":
+                return wire.InteractiveMessage(to=to, interactive=payload["interactive"], biz_opaque_callback_data=callback_data)
+        except (KeyError, TypeError, ValidationError) as exc:
+            raise MessageBuildError(f"invalid {kind} payload: {exc}") from exc
+        raise MessageBuildError(f"unknown message type {kind!r}")
+
+    def _template(self, payload: Mapping[str, Any], *, to: str, callback_data: str | None) -> wire.TemplateMessage:
+        name, language = str(payload["template"]), str(payload.get("language") or "es")
+        template = self.registry.get(name, language)
+        if template is None:
+            raise MessageBuildError(f"template {name!r} in language {language!r} is not in whatsapp.templates")
+        raw = list(payload.get("parameters") or [])
+        if name == "call_followup" and raw:  # {{1}} is the call reason: say it in words, not as an intent id
+            raw[0] = self._labels.get(language.split("_")[0], {}).get(str(raw[0]), str(raw[0]).replace("_", " "))
+        if len(raw) != template.body_parameters:
+            raise MessageBuildError(
+                f"template {name!r} ({template.language}) takes {template.body_parameters} body parameters, payload has {len(raw)}"
+            )
+        components: list[Any] = []
+        if raw:
+            components.append(wire.BodyComponent(parameters=[wire.TextParameter(text=clean_parameter(p)) for p in raw]))
+        # Quick-reply payloads carry the button id and our key, so a tap maps back to its call
+        # even if the customer replies to an older message.
+        for index, button in enumerate(template.buttons):
+            button_payload = f"{button.id}|{callback_data}" if callback_data else button.id
+            components.append(wire.QuickReplyComponent(index=str(index), parameters=[wire.PayloadParameter(payload=button_payload[:256])]))
+        return wire.TemplateMessage(
+            to=to,
+            template=wire.Template(name=template.name, language=wire.TemplateLanguage(code=template.language), components=components),
+            biz_opaque_callback_data=callback_data,
+        )

@@ -1,0 +1,200 @@
+"""``/webhooks/whatsapp``: Meta's verification handshake and the signed ``messages`` webhook.
+
+A POST is refused before anything is parsed unless its ``X-Hub-Signature-256`` is the
+HMAC-SHA256 of the exact raw body under the app secret; a body over the size limit is
+refused while it is being read. Accepted events are written durably (a few milliseconds)
+and then answered 200 — nothing slow (no outbound call) happens before the answer, and
+anything that reacts to a customer's message runs afterwards as its own task.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import SecretStr, ValidationError
+
+from gateway.store import InboundRecord, StatusUpdate
+from gateway.store_async import AsyncStore
+from gateway.whatsapp import wire
+from gateway.whatsapp.pacing import Clock
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "X-Hub-Signature-256"
+
+
+def sign(app_secret: SecretStr, body: bytes) -> str:
+    """The ``X-Hub-Signature-256`` value Meta sends for ``body``."""
+    return "sha256=" + hmac.new(app_secret.get_secret_value().encode(), body, hashlib.sha256).hexdigest()
+
+
+def signature_valid(app_secret: SecretStr, body: bytes, header: str | None) -> bool:
+    if not header:
+        return False
+    # Compare bytes in constant time; a non-ASCII header simply fails to match.
+    return hmac.compare_digest(sign(app_secret, body).encode(), header.strip().encode("utf-8", "replace"))
+
+
+def normalize_wa_id(wa_id: str) -> str:
+    """A WhatsApp ID as the E.164 number our calls use.
+
+    WhatsApp keeps legacy mobile prefixes in some countries' IDs: Mexico's ``521`` and
+    Argentina's ``549`` become ``+52`` and ``+54`` (the form SIP caller ids take).
+    """
+    digits = "".join(ch for ch in wa_id if ch.isdigit())
+    if digits.startswith("521") and len(digits) == 13:
+        digits = "52" + digits[3:]
+    elif digits.startswith("549") and len(digits) == 13:
+        digits = "54" + digits[3:]
+    return "+" + digits
+
+
+@dataclass(frozen=True)
+class InboundEvent:
+    """A new customer message, handed to whoever continues the conversation."""
+
+    call_id: str | None
+    number: str
+    wamid: str
+    type: str
+    text: str | None
+    payload: str | None
+    context_wamid: str | None
+
+
+def _timestamp(value: str) -> datetime:
+    return datetime.fromtimestamp(int(value), tz=timezone.utc)
+
+
+def _inbound(message: wire.InboundMessage) -> InboundRecord:
+    text = payload = None
+    if message.text is not None:
+        text = message.text.body
+    elif message.button is not None:
+        text, payload = message.button.text, message.button.payload
+    elif message.interactive is not None:
+        reply = message.interactive.button_reply or message.interactive.list_reply
+        if reply is not None:
+            text, payload = reply.title, reply.id
+    return InboundRecord(
+        wamid=message.id, from_number=normalize_wa_id(message.from_), type=message.type, timestamp=_timestamp(message.timestamp),
+        text=text, payload=payload, context_wamid=message.context.id if message.context else None,
+        message=message.model_dump(mode="json", by_alias=True, exclude_none=True),
+    )
+
+
+def _status(status: wire.Status) -> StatusUpdate:
+    return StatusUpdate(
+        wamid=status.id, status=status.status, timestamp=_timestamp(status.timestamp), recipient_id=status.recipient_id,
+        callback_data=status.biz_opaque_callback_data,
+        errors=tuple(e.model_dump(mode="json", exclude_none=True) for e in status.errors),
+    )
+
+
+_TRACKED_STATUSES = frozenset({"sent", "delivered", "read", "failed"})
+
+
+def create_whatsapp_router(
+    *,
+    store: AsyncStore,
+    app_secret: SecretStr,
+    verify_token: SecretStr | None,
+    phone_number_id: str,
+    max_body_bytes: int,
+    clock: Clock,
+    on_inbound: Callable[[InboundEvent], Awaitable[None]] | None = None,
+) -> APIRouter:
+    router = APIRouter()
+    followups: set[asyncio.Task[None]] = set()
+
+    @router.get("/webhooks/whatsapp", include_in_schema=False)
+    async def verify(
+        mode: str | None = Query(None, alias="hub.mode"),
+        token: str | None = Query(None, alias="hub.verify_token"),
+        challenge: str | None = Query(None, alias="hub.challenge", max_length=256),
+    ) -> Response:
+        ok = (
+            verify_token is not None and mode == "subscribe" and token is not None and challenge
+            and hmac.compare_digest(token.encode(), verify_token.get_secret_value().encode())
+        )
+        if not ok:
+            return PlainTextResponse("verification refused", status_code=403)
+        return PlainTextResponse(challenge)
+
+    @router.post("/webhooks/whatsapp", include_in_schema=False)
+    async def receive(request: Request) -> Response:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > max_body_bytes:
+            return _refuse(413, "body too large")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > max_body_bytes:  # a lying or absent Content-Length is cut off here
+                return _refuse(413, "body too large")
+        if not signature_valid(app_secret, bytes(body), request.headers.get(SIGNATURE_HEADER)):
+            log.warning("whatsapp webhook: bad or missing signature from %s", request.client.host if request.client else "?")
+            return _refuse(401, "invalid signature")
+        try:
+            payload = wire.WebhookPayload.model_validate_json(bytes(body))
+            statuses, inbound = _events(payload, phone_number_id)
+        except (ValidationError, ValueError, OverflowError, OSError):
+            return _refuse(400, "malformed payload")
+        now = clock.now()
+        new_inbound = await store.run(_apply, store.sync, statuses, inbound, now)
+        for event in new_inbound:
+            if on_inbound is not None:
+                task = asyncio.get_running_loop().create_task(_follow_up(on_inbound, event))
+                followups.add(task)
+                task.add_done_callback(followups.discard)
+        return JSONResponse({"received": len(statuses) + len(inbound)})
+
+    return router
+
+
+def _events(payload: wire.WebhookPayload, phone_number_id: str) -> tuple[list[StatusUpdate], list[InboundRecord]]:
+    """Everything in the payload for our number, converted before anything is written."""
+    statuses: list[StatusUpdate] = []
+    inbound: list[InboundRecord] = []
+    for entry in payload.entry:
+        for change in entry.changes:
+            if change.field != "messages" or change.value.metadata.phone_number_id != phone_number_id:
+                continue
+            for error in change.value.errors:
+                log.error("whatsapp webhook: platform error %s: %s", error.code, error.title or error.message)
+            statuses += [_status(s) for s in change.value.statuses if s.status in _TRACKED_STATUSES]
+            inbound += [_inbound(m) for m in change.value.messages]
+    return statuses, inbound
+
+
+def _apply(sync, statuses: list[StatusUpdate], inbound: list[InboundRecord], now: datetime) -> list[InboundEvent]:
+    for status in statuses:
+        sync.record_whatsapp_status(status, now=now)
+    fresh = []
+    for record in inbound:
+        new, call_id = sync.record_whatsapp_inbound(record, now=now)
+        if new:
+            fresh.append(
+                InboundEvent(
+                    call_id=call_id, number=record.from_number, wamid=record.wamid, type=record.type,
+                    text=record.text, payload=record.payload, context_wamid=record.context_wamid,
+                )
+            )
+    return fresh
+
+
+async def _follow_up(handler: Callable[[InboundEvent], Awaitable[None]], event: InboundEvent) -> None:
+    try:
+        await handler(event)
+    except Exception:
+        log.exception("whatsapp webhook: inbound handler failed for %s", event.wamid)
+
+
+def _refuse(status_code: int, reason: str) -> Response:
+    return JSONResponse({"error": reason}, status_code=status_code)

@@ -1,0 +1,199 @@
+"""/webhooks/whatsapp: verification, signatures, size limit, malformed bodies, duplicates and out-of-order statuses."""
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from pydantic import SecretStr
+
+from gateway.store import Store, merge_message_status
+from gateway.store_async import AsyncStore
+from gateway.whatsapp import create_whatsapp_router, sign
+from gateway.whatsapp.testing import FakeClock, add_deflection
+
+SECRET = SecretStr("app-secret-for-tests")
+PHONE_ID = "106540352242922"
+NUMBER = "+525555550123"
+
+
+@pytest.fixture
+def env(tmp_path):
+    store = AsyncStore(Store(f"sqlite:///{tmp_path / 'p.db'}"))
+    inbound_events = []
+
+    async def on_inbound(event):
+        inbound_events.append(event)
+
+    app = FastAPI()
+    app.include_router(
+        create_whatsapp_router(store=store, app_secret=SECRET, verify_token=SecretStr("verify-me"), phone_number_id=PHONE_ID,
+                               max_body_bytes=4096, clock=FakeClock(), on_inbound=on_inbound)
+    )
+    yield store, app, inbound_events
+    store.close()
+
+
+def run(app, fn):
+    async def go():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as http:
+            return await fn(http)
+    return asyncio.run(go())
+
+
+def envelope(value: dict) -> dict:
+    return {"object": "whatsapp_business_account", "entry": [{"id": "WABA", "changes": [{"field": "messages", "value": {
+        "messaging_product": "whatsapp", "metadata": {"display_phone_number": "15550000001", "phone_number_id": PHONE_ID}, **value}}]}]}
+
+
+def status(wamid: str, status_: str, ts: int = 1736164800, callback: str | None = None, errors: list | None = None) -> dict:
+    s = {"id": wamid, "status": status_, "timestamp": str(ts), "recipient_id": "525555550123"}
+    if callback:
+        s["biz_opaque_callback_data"] = callback
+    if errors:
+        s["errors"] = errors
+    return s
+
+
+async def post(http, payload, *, secret: SecretStr = SECRET, raw: bytes | None = None, headers: dict | None = None):
+    body = raw if raw is not None else json.dumps(payload).encode()
+    h = {"Content-Type": "application/json", "X-Hub-Signature-256": sign(secret, body), **(headers or {})}
+    return await http.post("/webhooks/whatsapp", content=body, headers=h)
+
+
+def nothing_stored(store: AsyncStore) -> bool:
+    s = store.sync
+    return not s.whatsapp_statuses() and not s.whatsapp_inbound() and all(m["status"] == "pending" for m in s.outbox_messages())
+
+
+def test_verification_echoes_the_challenge_only_for_the_right_token(env):
+    _, app, _ = env
+
+    async def go(http):
+        ok = await http.get("/webhooks/whatsapp", params={"hub.mode": "subscribe", "hub.verify_token": "verify-me", "hub.challenge": "1158201444"})
+        assert ok.status_code == 200 and ok.text == "1158201444"
+        for params in (
+            {"hub.mode": "subscribe", "hub.verify_token": "wrong", "hub.challenge": "1"},
+            {"hub.mode": "unsubscribe", "hub.verify_token": "verify-me", "hub.challenge": "1"},
+            {"hub.mode": "subscribe", "hub.challenge": "1"},
+            {},
+        ):
+            assert (await http.get("/webhooks/whatsapp", params=params)).status_code == 403
+    run(app, go)
+
+
+def test_forged_unsigned_oversized_and_malformed_posts_are_refused_and_change_nothing(env):
+    store, app, events = env
+    call_id = add_deflection(store.sync)
+    good = envelope({"statuses": [status("wamid.X", "delivered", callback=f"{call_id}:deflection")]})
+
+    async def go(http):
+        assert (await post(http, good, secret=SecretStr("not-the-secret"))).status_code == 401
+        body = json.dumps(good).encode()
+        assert (await http.post("/webhooks/whatsapp", content=body, headers={"Content-Type": "application/json"})).status_code == 401
+        # Signature of another body (replayed header on a tampered payload).
+        tampered = body.replace(b"delivered", b"read")
+        assert (await http.post("/webhooks/whatsapp", content=tampered, headers={"X-Hub-Signature-256": sign(SECRET, body)})).status_code == 401
+        assert (await http.post("/webhooks/whatsapp", content=body, headers={"X-Hub-Signature-256": "sha256=ñ".encode("latin-1")})).status_code == 401
+        # Oversized: refused by declared length, and while streaming when the length is not declared.
+        big = envelope({"statuses": [status("wamid.X", "read")] * 60})
+        assert (await post(http, big)).status_code == 413
+
+        async def chunks():
+            for _ in range(10):
+                yield b" " * 1000
+        streamed = await http.post("/webhooks/whatsapp", content=chunks(), headers={"X-Hub-Signature-256": "sha256=00"})
+        assert streamed.status_code == 413
+        # Signed but malformed: not JSON, wrong object, missing fields, bad timestamp.
+        for raw in (b"{not json", json.dumps({"object": "page", "entry": []}).encode(),
+                    json.dumps(envelope({"statuses": [{"id": "wamid.X"}]})).encode(),
+                    json.dumps(envelope({"statuses": [status("wamid.X", "read") | {"timestamp": "yesterday"}]})).encode(),
+                    json.dumps(envelope({"messages": [{"from": "525555550123", "id": "wamid.in", "timestamp": "1", "type": "text", "text": {}}]})).encode()):
+            assert (await post(http, None, raw=raw)).status_code == 400
+    run(app, go)
+    assert nothing_stored(store) and events == []
+
+
+def test_duplicate_and_out_of_order_statuses_end_at_the_right_status(env):
+    store, app, _ = env
+    call_a, call_b, call_c = (add_deflection(store.sync, number=n) for n in ("+525555550101", "+525555550102", "+525555550103"))
+    for call_id, wamid in ((call_a, "wamid.A"), (call_b, "wamid.B"), (call_c, "wamid.C")):
+        claim = store.sync.claim_outbox_message(now=FakeClock().now(), lease_s=60, in_doubt_grace_s=30)
+        store.sync.outbox_accepted(claim.id, wamid, now=FakeClock().now())
+    failed = [{"code": 131026, "title": "Message undeliverable", "message": "Message undeliverable", "error_data": {"details": "x"}}]
+
+    async def go(http):
+        # A: read arrives first, then delivered and sent, each twice.
+        for s in ("read", "delivered", "read", "sent", "delivered", "sent"):
+            assert (await post(http, envelope({"statuses": [status("wamid.A", s)]}))).status_code == 200
+        # B: failed, then delivered proves it reached the phone.
+        await post(http, envelope({"statuses": [status("wamid.B", "failed", errors=failed)]}))
+        await post(http, envelope({"statuses": [status("wamid.B", "delivered"), status("wamid.B", "sent")]}))
+        # C: sent, then failed; a duplicate failed changes nothing.
+        for _ in range(2):
+            await post(http, envelope({"statuses": [status("wamid.C", "sent"), status("wamid.C", "failed", errors=failed)]}))
+    run(app, go)
+    by_call = {m["call_id"]: m for m in store.sync.outbox_messages()}
+    assert by_call[call_a]["status"] == "read"
+    assert by_call[call_b]["status"] == "delivered" and by_call[call_b]["last_error"] is None
+    assert by_call[call_c]["status"] == "failed" and by_call[call_c]["last_error"].startswith("131026")
+    assert len(store.sync.whatsapp_statuses("wamid.A")) == 3
+    failures = [e for e in store.sync.get_call(call_c)["events"] if e["type"] == "whatsapp_failed"]
+    assert len(failures) == 1 and failures[0]["data"]["fallback"] is True
+
+
+def test_a_status_arriving_before_the_send_answer_is_kept_and_applied(env):
+    store, app, _ = env
+    call_id = add_deflection(store.sync)
+    claim = store.sync.claim_outbox_message(now=FakeClock().now(), lease_s=60, in_doubt_grace_s=30)
+
+    async def go(http):
+        # The webhook for another process's wamid (no callback data) is kept, unattached.
+        await post(http, envelope({"statuses": [status("wamid.EARLY", "delivered")]}))
+    run(app, go)
+    assert store.sync.outbox_messages()[0]["status"] == "sending"
+    store.sync.outbox_accepted(claim.id, "wamid.EARLY", now=FakeClock().now())
+    m = store.sync.get_call(call_id)["messages"][0]
+    assert (m["status"], m["wamid"]) == ("delivered", "wamid.EARLY")
+
+
+def test_inbound_messages_are_stored_once_open_the_window_and_reach_the_handler(env):
+    store, app, events = env
+    call_id = add_deflection(store.sync)
+    claim = store.sync.claim_outbox_message(now=FakeClock().now(), lease_s=60, in_doubt_grace_s=30)
+    store.sync.outbox_accepted(claim.id, "wamid.OURS", now=FakeClock().now())
+    reply = envelope({
+        "contacts": [{"profile": {"name": "Ana"}, "wa_id": "5215555550123"}],  # Mexico's WhatsApp id keeps the legacy "1"
+        "messages": [{"from": "5215555550123", "id": "wamid.IN1", "timestamp": "1736164900", "type": "button",
+                      "button": {"payload": f"continue|{call_id}:deflection", "text": "Sí, sigamos"},
+                      "context": {"from": "15550000001", "id": "wamid.OURS"}}],
+    })
+    other_number = envelope({"messages": [{"from": "14155550100", "id": "wamid.IN2", "timestamp": "1736164901", "type": "text", "text": {"body": "hi"}}]})
+    other_number["entry"][0]["changes"][0]["value"]["metadata"]["phone_number_id"] = "someone-else"
+
+    async def go(http):
+        for _ in range(3):
+            assert (await post(http, reply)).status_code == 200
+        assert (await post(http, other_number)).status_code == 200
+        await asyncio.sleep(0.05)  # the handler runs after the answer
+    run(app, go)
+    inbound = store.sync.whatsapp_inbound()
+    assert len(inbound) == 1 and inbound[0]["from_number"] == NUMBER and inbound[0]["call_id"] == call_id
+    assert inbound[0]["text"] == "Sí, sigamos"
+    assert store.sync.whatsapp_last_inbound(NUMBER).timestamp() == 1736164900
+    assert store.sync.whatsapp_last_inbound("+14155550100") is None
+    assert len(events) == 1 and events[0].call_id == call_id and events[0].payload.startswith("continue|")
+    assert any(e["type"] == "whatsapp_reply" for e in store.sync.get_call(call_id)["events"])
+
+
+@pytest.mark.parametrize("current, incoming, result", [
+    ("accepted", "sent", "sent"), ("sent", "delivered", "delivered"), ("delivered", "sent", "delivered"),
+    ("read", "delivered", "read"), ("read", "sent", "read"), ("sent", "failed", "failed"),
+    ("delivered", "failed", "delivered"), ("read", "failed", "read"), ("failed", "sent", "failed"),
+    ("failed", "delivered", "delivered"), ("failed", "read", "read"), ("sending", "sent", "sent"),
+])
+def test_status_order_never_moves_backwards(current, incoming, result):
+    assert merge_message_status(current, incoming) == result
+    assert merge_message_status(merge_message_status(current, incoming), incoming) == result  # idempotent
