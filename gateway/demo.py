@@ -9,6 +9,9 @@ import asyncio
 import json
 import sys
 from dataclasses import dataclass
+from urllib.parse import quote
+
+import httpx
 
 from gateway.config import Settings
 
@@ -36,10 +39,13 @@ async def run_demo(settings: Settings) -> None:
     api = f"http://{settings.http.host}:{settings.http.port}"
     print(f"\nPlacing {len(SAMPLES)} sample calls…\n", flush=True)
     rows = []
-    for sample in SAMPLES:
-        record = await _call(settings, sample, api)
-        rows.append((sample, record))
-        _print_row(sample, record)
+    async with httpx.AsyncClient(base_url=api, timeout=5.0) as client:
+        for sample in SAMPLES:
+            record = await _call(settings, sample, api)
+            rows.append((sample, record))
+            _print_row(sample, record)
+            if record.get("route") == "whatsapp":
+                await _print_delivery(client, record, api)
     correct = sum(1 for s, r in rows if r.get("route") == s.route and r.get("intent") == s.intent)
     print(f"\n{correct}/{len(rows)} sample calls understood and routed as expected.")
     print(
@@ -62,6 +68,23 @@ async def _call(settings: Settings, sample: Sample, api: str) -> dict:
         return json.loads(out.decode().strip().splitlines()[-1])
     except (IndexError, json.JSONDecodeError):
         return {"error": err.decode().strip()[-300:] or f"exit {proc.returncode}"}
+
+
+async def _print_delivery(client: httpx.AsyncClient, record: dict, api: str) -> None:
+    """Follow the deflection message until the WhatsApp sandbox reports it delivered."""
+    message: dict = {}
+    for _ in range(50):
+        messages = (await client.get(f"/v1/calls/{record['call_id']}")).json().get("messages", [])
+        message = messages[0] if messages else {}
+        if message.get("status") in ("delivered", "read", "failed"):
+            break
+        await asyncio.sleep(0.2)
+    number = message.get("to_number", "?")
+    print(
+        f"      WhatsApp to {number}: {message.get('status', 'not queued')} "
+        f"— chat: {api}/sandbox/chat/{quote(number)}",
+        flush=True,
+    )
 
 
 def _print_row(sample: Sample, record: dict) -> None:
