@@ -1,8 +1,9 @@
 """``puente``: run the gateway, place test calls, run the demo.
 
     puente serve [--config FILE] [--sip-host H] [--sip-port P] [--http-port P] [--db URL]
-    puente call SIP_URI (--wav FILE | --say TEXT --lang es|en) [--api URL] [--from NUMBER]
+    puente call SIP_URI (--wav FILE | --say TEXT --lang es|en) [--api URL] [--from NUMBER] [--answer TEXT | --dtmf D]
     puente demo [--config FILE] [...serve flags]
+    puente nlu train|eval|parse|lint|augment|deploy …   (puente nlu --help)
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import ConfigError, Settings, load_settings
+from gateway.nlu_cli import add_nlu_commands
 from gateway.prompts import PromptError
 from gateway.store import StoreError
 from models.errors import ModelError
@@ -65,9 +67,13 @@ def _parser() -> argparse.ArgumentParser:
     call.add_argument("--lang", choices=["es", "en"], help="language of --say")
     call.add_argument("--api", default="http://127.0.0.1:8080", help="the gateway's HTTP address (default %(default)s)")
     call.add_argument("--from", dest="from_number", default="+525555550123", help="caller id presented (default %(default)s)")
+    call.add_argument("--answer", metavar="TEXT", help="say TEXT (espeak-ng, --lang) to the gateway's question after the first utterance, e.g. 'sí'")
+    call.add_argument("--dtmf", metavar="DIGITS", help="key DIGITS (RFC 4733) in reply to the gateway's question, e.g. 1")
     call.add_argument("--hangup-after", type=float, metavar="S", help="hang up S seconds after connecting")
     call.add_argument("--timeout", type=float, default=60.0, help="give up after this many seconds (default %(default)s)")
     call.set_defaults(run=_cmd_call)
+
+    add_nlu_commands(commands)
     return parser
 
 
@@ -106,13 +112,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_call(args: argparse.Namespace) -> int:
     from gateway.calling import CallFailed, place_call
 
-    if args.say and not args.lang:
-        print("puente call: --say needs --lang es|en", file=sys.stderr)
+    if (args.say or args.answer) and not args.lang:
+        print("puente call: --say and --answer need --lang es|en", file=sys.stderr)
         return 2
     try:
         record = place_call(
             args.uri, wav=args.wav, say=args.say, lang=args.lang, api=args.api, from_number=args.from_number,
-            hangup_after_s=args.hangup_after, timeout_s=args.timeout,
+            answer=args.answer, dtmf=args.dtmf, hangup_after_s=args.hangup_after, timeout_s=args.timeout,
         )
     except CallFailed as exc:
         print(json.dumps({"error": str(exc), **exc.details}, ensure_ascii=False))

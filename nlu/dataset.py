@@ -17,7 +17,7 @@ import yaml
 
 from . import text as textnorm
 
-__all__ = ["DatasetError", "Example", "data_hash", "load_examples"]
+__all__ = ["DatasetError", "Example", "data_hash", "load_examples", "read_examples"]
 
 _YAML_SUFFIXES = {".yml", ".yaml"}
 _TSV_SUFFIXES = {".tsv"}
@@ -67,6 +67,21 @@ def load_examples(
     across files: no intent without examples, no text (after normalisation) under two
     intents, and at least two intents overall.
     """
+    examples, any_path = _read_all(paths)
+    _check(examples, taxonomy, any_path)
+    return examples
+
+
+def read_examples(paths: Iterable[str | PathLike[str]]) -> list[Example]:
+    """Read examples with the per-line format checks only, none across the set.
+
+    For evaluation data, which is what it is: public test sets hold a few texts under two
+    intents, and a test file may hold a single intent (e.g. only ``out_of_scope``).
+    """
+    return _read_all(paths)[0]
+
+
+def _read_all(paths: Iterable[str | PathLike[str]]) -> tuple[list[Example], Path]:
     examples: list[Example] = []
     any_path = None
     for raw_path in paths:
@@ -86,8 +101,7 @@ def load_examples(
             )
     if any_path is None:
         raise DatasetError("no training data files given")
-    _check(examples, taxonomy, any_path)
-    return examples
+    return examples, any_path
 
 
 def data_hash(examples: Iterable[Example]) -> str:

@@ -2,8 +2,9 @@
 
 A model directory holds plain data, never pickles, so loading one cannot run code:
 
-* ``weights.npz``  – ``vocabulary`` (unicode array), ``idf``, ``coef`` (labels x features),
-  ``intercept`` (labels); loaded with ``allow_pickle=False``;
+* ``weights.npz``  – ``vocabulary`` (unicode array), ``idf``, ``coef`` (labels x TF-IDF
+  features), ``intercept`` (labels) and, for a model with a sentence embedding,
+  ``embedding_coef`` (labels x embedding dim); loaded with ``allow_pickle=False``;
 * ``labels.json``  – the label names, in ``coef`` row order;
 * ``metadata.json`` – format version, provenance (data hash, code version, seed,
   created_at), feature settings, out-of-scope threshold, held-out metrics.
@@ -22,6 +23,7 @@ import numpy as np
 
 from . import text as textnorm
 from .classifier import RANKING_SIZE, IntentResult, IntentScore
+from .embeddings import EmbeddingUnavailable, SentenceEncoder, get_encoder
 from .features import FeatureConfig, Featurizer
 from .taxonomy import OUT_OF_SCOPE
 
@@ -29,7 +31,8 @@ __all__ = ["FORMAT_VERSION", "IntentModel", "ModelLoadError", "WEIGHTS_FILE", "L
 
 # Bump when the directory layout or the meaning of a stored array changes. A model
 # with another format version is refused rather than silently misread.
-FORMAT_VERSION = 1
+# 2: optional sentence-embedding block (``embedding_coef``, ``features.embedding``).
+FORMAT_VERSION = 2
 WEIGHTS_FILE = "weights.npz"
 LABELS_FILE = "labels.json"
 METADATA_FILE = "metadata.json"
@@ -62,6 +65,8 @@ class IntentModel:
         intercept: np.ndarray,
         threshold: float,
         metadata: Mapping[str, Any] | None = None,
+        embedding_coef: np.ndarray | None = None,
+        encoder: SentenceEncoder | None = None,
     ):
         coef = np.asarray(coef, dtype=np.float64)
         intercept = np.asarray(intercept, dtype=np.float64)
@@ -79,6 +84,31 @@ class IntentModel:
         self._metadata = dict(metadata or {})
         # Row-per-feature copy: gathering a text's ~100 active rows is then contiguous.
         self._coef_by_feature = np.ascontiguousarray(coef.T)
+        self.embedding_coef: np.ndarray | None = None
+        self._encoder: SentenceEncoder | None = None
+        config = featurizer.config
+        if config.embedding is not None:
+            if embedding_coef is None:
+                raise ValueError(f"features use the {config.embedding!r} embedding but embedding_coef is missing")
+            self._encoder = encoder if encoder is not None else get_encoder(config.embedding)
+            embedding_coef = np.asarray(embedding_coef, dtype=np.float64)
+            if embedding_coef.shape != (len(labels), self._encoder.dim):
+                raise ValueError(
+                    f"embedding_coef shape {embedding_coef.shape} != ({len(labels)}, {self._encoder.dim})"
+                )
+            self.embedding_coef = embedding_coef
+            # The block weight folded into the coefficients: one multiply less per parse.
+            self._embedding_proj = np.ascontiguousarray(embedding_coef.T * config.embedding_weight)
+        elif embedding_coef is not None:
+            raise ValueError("embedding_coef given but the feature settings name no embedding")
+
+    def with_threshold(self, threshold: float) -> IntentModel:
+        """The same model with another out-of-scope threshold (weights shared, not copied)."""
+        metadata = {**self._metadata, "threshold": float(threshold)}
+        return IntentModel(
+            self.labels, self.featurizer, self.coef, self.intercept, threshold, metadata,
+            embedding_coef=self.embedding_coef, encoder=self._encoder,
+        )
 
     # --- identity ------------------------------------------------------------------
 
@@ -99,14 +129,37 @@ class IntentModel:
         """Softmax over ``labels`` for one text (no out-of-scope rules applied)."""
         idx, values = self.featurizer.vector(text)
         logits = self.intercept + values @ self._coef_by_feature[idx]
+        if self._encoder is not None:
+            logits = logits + self._encoder.encode(text) @ self._embedding_proj
         logits = logits - logits.max()
         exp = np.exp(logits)
         return exp / exp.sum()
 
+    def probabilities_many(self, texts: Sequence[str]) -> np.ndarray:
+        """``probabilities`` for many texts at once (batched embedding: ~2x faster for evaluation).
+
+        Equal to stacking :meth:`probabilities` up to floating-point rounding of the batch.
+        """
+        if not texts:
+            return np.zeros((0, len(self.labels)))
+        logits = np.vstack(
+            [self.intercept + v @ self._coef_by_feature[i] for i, v in map(self.featurizer.vector, texts)]
+        )
+        if self._encoder is not None:
+            logits += self._encoder.encode_many(texts) @ self._embedding_proj
+        logits -= logits.max(axis=1, keepdims=True)
+        exp = np.exp(logits)
+        return exp / exp.sum(axis=1, keepdims=True)
+
     def parse(self, text: str) -> IntentResult:
         if not textnorm.has_content(text):
-            return IntentResult(text, OUT_OF_SCOPE, 1.0, (IntentScore(OUT_OF_SCOPE, 1.0),), fallback=True)
-        probs = self.probabilities(text)
+            return self._no_content(text)
+        return self._result(text, self.probabilities(text))
+
+    def _no_content(self, text: str) -> IntentResult:
+        return IntentResult(text, OUT_OF_SCOPE, 1.0, (IntentScore(OUT_OF_SCOPE, 1.0),), fallback=True)
+
+    def _result(self, text: str, probs: np.ndarray) -> IntentResult:
         # Ties (rare) are broken by label order so results are reproducible.
         order = sorted(range(len(self.labels)), key=lambda i: (-probs[i], i))
         top = order[0]
@@ -118,7 +171,14 @@ class IntentModel:
         return IntentResult(text, self.labels[top], float(probs[top]), ranking)
 
     def parse_batch(self, texts: Sequence[str]) -> list[IntentResult]:
-        return [self.parse(t) for t in texts]
+        """``parse`` for many texts, with batched embeddings (evaluation, benchmarks)."""
+        texts = list(texts)
+        content = [i for i, t in enumerate(texts) if textnorm.has_content(t)]
+        probs = self.probabilities_many([texts[i] for i in content])
+        out: list[IntentResult | None] = [None] * len(texts)
+        for row, i in enumerate(content):
+            out[i] = self._result(texts[i], probs[row])
+        return [r if r is not None else self._no_content(t) for r, t in zip(out, texts)]
 
     # --- persistence ---------------------------------------------------------------
 
@@ -160,12 +220,19 @@ class IntentModel:
         ):
             raise ModelLoadError(path, f"{LABELS_FILE} must be a list of at least two distinct label names")
 
-        arrays = _read_weights(path)
+        arrays = _read_weights(path, embedding=config.embedding is not None)
         vocabulary, idf, coef, intercept = (arrays[k] for k in _ARRAYS)
         if vocabulary.ndim != 1 or vocabulary.dtype.kind != "U":
             raise ModelLoadError(path, "vocabulary must be a 1-D unicode array")
         n_features, n_labels = vocabulary.shape[0], len(labels)
         expected = {"idf": (n_features,), "coef": (n_labels, n_features), "intercept": (n_labels,)}
+        encoder = None
+        if config.embedding is not None:
+            try:
+                encoder = get_encoder(config.embedding)
+            except EmbeddingUnavailable as exc:
+                raise ModelLoadError(path, str(exc)) from exc
+            expected["embedding_coef"] = (n_labels, encoder.dim)
         for name, shape in expected.items():
             array = arrays[name]
             if array.shape != shape:
@@ -174,7 +241,10 @@ class IntentModel:
                 raise ModelLoadError(path, f"{name} must hold finite floats")
         try:
             featurizer = Featurizer(config, vocabulary.tolist(), idf)
-            return cls(labels, featurizer, coef, intercept, float(threshold), metadata)
+            return cls(
+                labels, featurizer, coef, intercept, float(threshold), metadata,
+                embedding_coef=arrays.get("embedding_coef"), encoder=encoder,
+            )
         except ValueError as exc:
             raise ModelLoadError(path, str(exc)) from exc
 
@@ -186,13 +256,14 @@ def _read_json(path: Path, name: str) -> Any:
         raise ModelLoadError(path, f"{name} is unreadable or not JSON: {exc}") from exc
 
 
-def _read_weights(path: Path) -> dict[str, np.ndarray]:
+def _read_weights(path: Path, *, embedding: bool) -> dict[str, np.ndarray]:
+    names = (*_ARRAYS, "embedding_coef") if embedding else _ARRAYS
     try:
         with np.load(path / WEIGHTS_FILE, allow_pickle=False) as npz:
-            missing = [k for k in _ARRAYS if k not in npz.files]
+            missing = [k for k in names if k not in npz.files]
             if missing:
                 raise ModelLoadError(path, f"{WEIGHTS_FILE} lacks {', '.join(missing)}")
-            return {k: npz[k] for k in _ARRAYS}
+            return {k: npz[k] for k in names}
     except ModelLoadError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:

@@ -34,7 +34,7 @@ def test_a_new_model_serves_the_next_call_and_its_version_is_reported(running, t
     assert answer.json()["previous_version"] == before and new_version != before
     assert running.get("/healthz")["nlu"]["version"] == new_version
 
-    record = running.call("es", "--wav", str(espeak("necesito pagar mi factura", "es", tmp_path / "pago.wav")))
+    record = running.call("es", "--wav", str(espeak("necesito pagar mi factura", "es", tmp_path / "pago.wav")), "--dtmf", "1")
     assert record["record"]["decisions"][0]["nlu_version"] == new_version
 
 
@@ -54,3 +54,18 @@ def test_a_broken_model_is_refused_and_the_running_one_keeps_serving(running, tm
     assert running.get("/healthz")["nlu"]["version"] == before
     parsed = httpx.post(running.api + "/v1/nlu/parse", json={"text": "where is my order"}, timeout=10).json()
     assert parsed["intent"]["name"] == "order_status"
+
+
+def test_puente_nlu_deploy_switches_the_model_and_refuses_a_broken_one(running, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    model_dir = save(train(load_examples(bundled_data_paths()), seed=3), tmp_path / "model-v3")
+    deploy = [sys.executable, "-m", "gateway.cli", "nlu", "deploy", "--api", running.api]
+    ok = subprocess.run([*deploy, str(model_dir)], capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["version"] == running.get("/healthz")["nlu"]["version"]
+
+    refused = subprocess.run([*deploy, str(tmp_path / "nowhere")], capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1 and "cannot load intent model" in refused.stderr

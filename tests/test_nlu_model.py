@@ -79,7 +79,7 @@ def test_text_without_content_is_out_of_scope_with_full_confidence(model, text):
 
 
 def test_low_confidence_falls_back_to_out_of_scope_with_the_threshold(model):
-    strict = IntentModel(model.labels, model.featurizer, model.coef, model.intercept, threshold=0.99)
+    strict = model.with_threshold(0.99)
     text = "pay for my order"  # mixes two intents: the best one wins with moderate confidence
     probs = dict(zip(model.labels, strict.probabilities(text)))
     assert max(probs, key=probs.get) != "out_of_scope" and max(probs.values()) < 0.99

@@ -123,7 +123,7 @@ def test_threshold_is_tuned_on_held_out_data(trained):
 
 def test_metadata_records_provenance(trained, examples):
     md = trained.metadata
-    assert md["format_version"] == 1 and md["seed"] == 0 and md["code_version"]
+    assert md["format_version"] == 2 and md["seed"] == 0 and md["code_version"]
     assert len(md["data_hash"]) == 64
     assert md["n_examples"]["payment"]["es"] >= 40
     assert md["training_seconds"] < 30
@@ -136,6 +136,7 @@ def test_training_twice_with_one_seed_gives_identical_weights(trained, examples)
     assert np.array_equal(again.featurizer.idf, trained.featurizer.idf)
     assert np.array_equal(again.coef, trained.coef)
     assert np.array_equal(again.intercept, trained.intercept)
+    assert np.array_equal(again.embedding_coef, trained.embedding_coef)
     assert again.threshold == trained.threshold
 
 
@@ -150,4 +151,4 @@ def test_save_load_round_trip_gives_identical_predictions(trained, model, tmp_pa
         assert np.array_equal(loaded.probabilities(text), model.probabilities(text))
     # No pickles anywhere: every array loads with allow_pickle=False.
     with np.load(directory / "weights.npz", allow_pickle=False) as npz:
-        assert {"vocabulary", "idf", "coef", "intercept"} <= set(npz.files)
+        assert {"vocabulary", "idf", "coef", "intercept", "embedding_coef"} <= set(npz.files)
