@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Query
 from pydantic import BaseModel, Field
 
+from gateway.flows import create_conversations_router, create_demo_backend_router
 from gateway.service import Gateway
 from gateway.whatsapp import Sandbox
 from nlu.model import ModelLoadError
@@ -23,6 +24,9 @@ class ReloadRequest(BaseModel):
 def create_app(gateway: Gateway) -> FastAPI:
     """The API of a started gateway (``gateway.server`` owns its lifecycle)."""
     app = FastAPI(title="Puente", version="0.1.0")
+    app.include_router(create_conversations_router(gateway.store))  # /v1/conversations
+    if gateway.settings.flows.demo_backend:
+        app.include_router(create_demo_backend_router())  # a stand-in for the customer's systems
     if gateway.whatsapp is not None:
         app.include_router(gateway.whatsapp.router)  # GET/POST /webhooks/whatsapp
         if gateway.whatsapp.sandbox is not None:

@@ -16,6 +16,7 @@ import httpx
 from sip.caller import CallResult, CallScript, SipCaller
 
 VOICES = {"es": "es-419", "en": "en-us"}
+
 RECORD_KEYS = ("call_id", "sip_call_id", "state", "outcome", "language", "transcript", "intent", "confidence", "route", "reason")
 
 
@@ -29,8 +30,7 @@ def synthesize(text: str, lang: str, out: Path) -> Path:
     """Speak ``text`` with espeak-ng into a 16 kHz mono WAV."""
     with tempfile.NamedTemporaryFile(suffix=".wav") as raw:
         subprocess.run(["espeak-ng", "-v", VOICES[lang], "-w", raw.name, text], check=True, capture_output=True)
-        subprocess.run(["sox", raw.name, "-r", "16000", "-c", "1", "-b", "16", str(out)], check=True, capture_output=True)
-    return out
+        return to_pcm16(Path(raw.name), out)
 
 
 def place_call(
@@ -41,18 +41,27 @@ def place_call(
     lang: str | None = None,
     api: str = "http://127.0.0.1:8080",
     from_number: str = "+525555550123",
+    answer: str | None = None,
+    dtmf: str | None = None,
     hangup_after_s: float | None = None,
     timeout_s: float = 60.0,
 ) -> dict[str, Any]:
-    """Call, wait for the gateway to end the call, return its record (``CallFailed`` otherwise)."""
+    """Call, wait for the gateway to end the call, return its record (``CallFailed`` otherwise).
+
+    ``answer`` (spoken) and ``dtmf`` (keyed) reply to the gateway's next question after the
+    first utterance (e.g. WhatsApp consent), as soon as the gateway starts asking it.
+    """
     with tempfile.TemporaryDirectory(prefix="puente-call-") as tmp:
+        work = Path(tmp)
         if say is not None:
-            wav = synthesize(say, lang or "es", Path(tmp) / "say.wav")
+            wav = synthesize(say, lang or "es", work / "say.wav")
         if wav is None or not Path(wav).is_file():
             raise CallFailed(f"no such audio file: {wav}")
+        reply = synthesize(answer, lang or "es", work / "answer.wav") if answer is not None else None
         host = uri.split("@")[-1].split(":")[0].split(";")[0]
         script = CallScript(
-            wav=Path(wav), from_uri=f"sip:{from_number}@{host}", hangup_after_s=hangup_after_s, max_duration_s=timeout_s,
+            wav=to_pcm16(Path(wav), work / "speech.wav"), from_uri=f"sip:{from_number}@{host}",
+            hangup_after_s=hangup_after_s, max_duration_s=timeout_s, reply_wav=reply, reply_dtmf=dtmf,
         )
         with SipCaller() as caller:
             result = caller.call(uri, script)
@@ -60,6 +69,12 @@ def place_call(
         raise CallFailed(f"the call was not answered (SIP {result.status_code})", status_code=result.status_code)
     record = fetch_record(api, result.sip_call_id, timeout_s=15.0)
     return {**{key: record.get(key) for key in RECORD_KEYS}, "caller": _caller_view(result), "record": record}
+
+
+def to_pcm16(source: Path, out: Path) -> Path:
+    """Any audio sox reads → 16 kHz mono 16-bit WAV."""
+    subprocess.run(["sox", str(source), "-r", "16000", "-c", "1", "-b", "16", str(out)], check=True, capture_output=True)
+    return out
 
 
 def fetch_record(api: str, sip_call_id: str, *, timeout_s: float) -> dict[str, Any]:

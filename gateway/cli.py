@@ -17,6 +17,7 @@ from typing import Any
 
 from gateway.config import ConfigError, Settings, load_settings
 from gateway.nlu_cli import add_nlu_commands
+from gateway.flows import FlowError
 from gateway.prompts import PromptError
 from gateway.store import StoreError
 from models.errors import ModelError
@@ -25,7 +26,7 @@ from nlu.model import ModelLoadError
 from sip.errors import SipError
 
 #: What stops the gateway from starting, each with a message an operator can act on.
-STARTUP_ERRORS = (StoreError, PromptError, ModelError, ModelLoadError, DatasetError, SipError)
+STARTUP_ERRORS = (StoreError, PromptError, ModelError, ModelLoadError, DatasetError, SipError, FlowError)
 
 log = logging.getLogger("puente")
 

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
+from gateway.flows.settings import FlowSettings
 from nlu.taxonomy import INTENTS
 
 ENV_PREFIX = "PUENTE_"
@@ -176,6 +177,15 @@ def _default_intent_labels() -> dict[str, dict[str, str]]:
     }
 
 
+class ConsentSettings(_Section):
+    """WhatsApp requires the customer's opt-in before a business writes to them."""
+
+    required: bool = Field(True, description="Ask on the call when the number has no consent on record; false: the operator's policy allows deflecting without asking.")
+    on_no_answer: Literal["voice", "whatsapp"] = Field("voice", description="What a caller who does not answer the question gets.")
+    silence_ms: int = Field(400, ge=100, description="Trailing silence that ends a yes/no answer (shorter than a sentence's).")
+    no_input_ms: int = Field(4000, ge=500, description="How long to wait for the answer after the question.")
+
+
 class WhatsAppSettings(_Section):
     """The WhatsApp channel. With no ``access_token`` the local sandbox plays the Cloud API.
 
@@ -184,6 +194,7 @@ class WhatsAppSettings(_Section):
     """
 
     default_region: str = Field("MX", description="Region for caller numbers without a country code.")
+    consent: ConsentSettings = ConsentSettings()
     template: str = Field("call_followup", description="Template of the first message after a deflection.")
     base_url: str | None = Field(
         None, description="Cloud API base URL, e.g. https://graph.facebook.com; default: the sandbox on the gateway's HTTP server."
@@ -260,6 +271,7 @@ class Settings(_Section):
         description='Extension → languages; "default" serves any other extension.',
     )
     whatsapp: WhatsAppSettings = WhatsAppSettings()
+    flows: FlowSettings = FlowSettings()
     prompts_dir: Path | None = Field(None, description="Directory of <lang>/<prompt>.wav; default: the bundled prompts.")
 
     def line(self, extension: str) -> LineSettings:

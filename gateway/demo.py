@@ -23,16 +23,19 @@ class Sample:
     intent: str
     route: str
     from_number: str
+    reply: tuple[str, ...] = ()  # how the caller answers the WhatsApp consent question
 
 
 SAMPLES = (
-    Sample("es", "Hola, quiero saber dónde está mi pedido", "order_status", "whatsapp", "+525555550123"),
-    Sample("es", "Necesito una copia de mi factura del mes pasado", "duplicate_document", "whatsapp", "+525555550124"),
+    Sample("es", "Quiero saber cuándo llega mi paquete", "order_status", "whatsapp", "+525555550123", ("--dtmf", "1")),
+    Sample("es", "Necesito una copia de mi factura del mes pasado", "duplicate_document", "whatsapp", "+525555550124", ("--dtmf", "1")),
     Sample("es", "Me robaron la tarjeta y quiero bloquearla", "fraud_or_loss", "voice", "+525555550125"),
-    Sample("en", "Hi, I would like to know where my order is", "order_status", "whatsapp", "+14155550123"),
-    Sample("en", "What time do you open tomorrow?", "opening_hours", "whatsapp", "+14155550124"),
+    Sample("en", "Hi, I would like to know where my order is", "order_status", "whatsapp", "+14155550123", ("--dtmf", "1")),
+    Sample("en", "What time do you open tomorrow?", "opening_hours", "whatsapp", "+14155550124", ("--dtmf", "1")),
     Sample("en", "I want to cancel my internet service", "cancel_service", "voice", "+14155550125"),
 )
+#: The deflected customer who then continues in the WhatsApp sandbox chat, as a person would.
+CHAT = {"number": "+14155550123", "replies": ("Yes, let's continue", "My order number is 54321", "5")}
 
 
 async def run_demo(settings: Settings) -> None:
@@ -46,6 +49,7 @@ async def run_demo(settings: Settings) -> None:
             _print_row(sample, record)
             if record.get("route") == "whatsapp":
                 await _print_delivery(client, record, api)
+        await _chat_as_the_customer(client, CHAT["number"], CHAT["replies"])
     correct = sum(1 for s, r in rows if r.get("route") == s.route and r.get("intent") == s.intent)
     print(f"\n{correct}/{len(rows)} sample calls understood and routed as expected.")
     print(
@@ -60,7 +64,7 @@ async def _call(settings: Settings, sample: Sample, api: str) -> dict:
     uri = f"sip:{sample.lang}@{settings.sip.host}:{settings.sip.port}"
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "gateway.cli", "call", uri, "--say", sample.text, "--lang", sample.lang,
-        "--api", api, "--from", sample.from_number,
+        "--api", api, "--from", sample.from_number, *sample.reply,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     out, err = await proc.communicate()
@@ -85,6 +89,38 @@ async def _print_delivery(client: httpx.AsyncClient, record: dict, api: str) -> 
         f"— chat: {api}/sandbox/chat/{quote(number)}",
         flush=True,
     )
+
+
+async def _chat_as_the_customer(client: httpx.AsyncClient, number: str, replies: tuple[str, ...]) -> None:
+    """Answer the deflection message in the sandbox and let the self-service flow run to the end."""
+    print(f"\nThe customer {number} continues on WhatsApp (sandbox chat):", flush=True)
+    chat = f"/sandbox/customers/{quote(number)}"
+    seen = len((await client.get(f"{chat}/messages")).json())
+    for text in replies:
+        print(f"      customer: {text}", flush=True)
+        await client.post(f"{chat}/reply", json={"text": text})
+        seen = await _print_business_messages(client, chat, seen + 1)
+    conversations = (await client.get("/v1/conversations", params={"number": number})).json()
+    if conversations:
+        latest = conversations[0]
+        print(f"      → conversation {latest.get('status')}, resolution {latest.get('resolution')}, CSAT {latest.get('csat')}", flush=True)
+
+
+async def _print_business_messages(client: httpx.AsyncClient, chat: str, seen: int) -> int:
+    """Wait (the outbox spaces messages to one customer) and print the business's new messages."""
+    messages: list[dict] = []
+    for _ in range(100):  # up to 20 s
+        messages = (await client.get(f"{chat}/messages")).json()
+        if len(messages) > seen and messages[-1]["direction"] == "out":
+            await asyncio.sleep(0.5)  # a turn may send several messages
+            messages = (await client.get(f"{chat}/messages")).json()
+            break
+        await asyncio.sleep(0.2)
+    for message in messages[seen:]:
+        if message["direction"] == "out":
+            options = " | ".join(b.get("title", "") for b in message.get("buttons") or [])
+            print(f"      business: {message['text']}" + (f"  [{options}]" if options else ""), flush=True)
+    return len(messages)
 
 
 def _print_row(sample: Sample, record: dict) -> None:

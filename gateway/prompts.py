@@ -10,6 +10,7 @@ class Prompt(str, Enum):
     GREETING = "greeting"
     NO_INPUT = "no_input"
     REPROMPT = "reprompt"
+    CONSENT = "consent"
     WHATSAPP_SENT = "whatsapp_sent"
     TRANSFER = "transfer"
     HOLD = "hold"

@@ -21,7 +21,8 @@ from gateway.session import CallSession, FrameIn, SessionDeps
 from gateway.speech import SpeechPipeline
 from gateway.store import Store
 from gateway.store_async import AsyncStore
-from gateway.whatsapp import WhatsAppChannel, build_whatsapp
+from gateway.flows import FlowEngine
+from gateway.whatsapp import WhatsAppChannel, build_whatsapp, local_base
 from models.audio import AudioFrame
 from models.endpointing import Endpointer, EndpointerConfig
 from models.transcribe import Transcriber, TranscriberConfig
@@ -73,6 +74,7 @@ class Gateway:
         self.speech: SpeechPipeline | None = None
         self.sip: SipEndpoint | None = None
         self.whatsapp: WhatsAppChannel | None = None
+        self.flows: FlowEngine | None = None
         self._policy = RoutingPolicy(settings.routing)
         self._prompts: PromptLibrary | None = None
         self.started_at: float | None = None
@@ -88,9 +90,13 @@ class Gateway:
         store = Store(s.database.url)
         closed = store.close_interrupted_calls("gateway restarted while the call was up")
         self.store = AsyncStore(store)
+        # Self-service flows answer the customer's WhatsApp replies (FlowError on a bad flows file).
+        self.flows = FlowEngine(self.store, s.flows, backend_url=local_base(s) + "/demo-backend")
         # Sandbox unless whatsapp.access_token is set; the sender retries until the HTTP server is up.
-        self.whatsapp = build_whatsapp(s, self.store)
+        self.whatsapp = build_whatsapp(s, self.store, on_inbound=self.flows.handle_inbound)
+        self.flows.wake = self.whatsapp.worker.wake
         await self.whatsapp.start()
+        await self.flows.start()
         transcriber, classifier = await asyncio.gather(
             asyncio.to_thread(build_transcriber, s), asyncio.to_thread(load_classifier, s)
         )
@@ -113,6 +119,8 @@ class Gateway:
             await asyncio.to_thread(self.sip.stop)
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=10)
+        if self.flows is not None:
+            await self.flows.stop()
         if self.whatsapp is not None:
             await self.whatsapp.stop()
         if self.speech is not None:

@@ -7,9 +7,11 @@ threads; the session awaits them, so its own logic is single-threaded and every
 transition goes through ``_enter`` (checked against ``TRANSITIONS`` and persisted).
 
     answered → greeting → listening → transcribing → classifying → deciding → acting → ended
-                             ▲  │ no input                            │ reprompt
-                             │  ▼                                   ▼
-                             └─ reprompting ◀───────────────────────┘
+                             ▲  │ no input                            │ ▲    │ reprompt
+                             │  ▼                                   │ │    ▼
+                             └─ reprompting ◀────────────────────────┼─┼────┘
+                                         consenting (WhatsApp opt-in)◀┘ │
+                                              └────────────────────────┘
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any, Protocol
 
@@ -29,7 +31,7 @@ from gateway.speech import SpeechPipeline
 from gateway.store import DecisionRecord, NewCall, OutboundMessage, UtteranceRecord
 from gateway.store_async import AsyncStore
 from models.audio import FRAME_MS, AudioFrame
-from models.endpointing import Endpointer, NoInput, SpeechStarted, UtteranceEnded
+from models.endpointing import Endpointer, EndpointerConfig, NoInput, SpeechStarted, UtteranceEnded
 from sip.events import CallEnded, CallMediaReady, DtmfReceived, IncomingCall, PlaybackFinished, TransferUpdate
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,7 @@ class CallState(str, Enum):
     TRANSCRIBING = "transcribing"
     CLASSIFYING = "classifying"
     DECIDING = "deciding"
+    CONSENTING = "consenting"
     REPROMPTING = "reprompting"
     ACTING = "acting"
     ENDED = "ended"
@@ -54,7 +57,8 @@ TRANSITIONS: dict[CallState, frozenset[CallState]] = {
     S.LISTENING: frozenset({S.TRANSCRIBING, S.REPROMPTING, S.DECIDING}),
     S.TRANSCRIBING: frozenset({S.CLASSIFYING, S.DECIDING}),
     S.CLASSIFYING: frozenset({S.DECIDING}),
-    S.DECIDING: frozenset({S.REPROMPTING, S.ACTING}),
+    S.DECIDING: frozenset({S.REPROMPTING, S.CONSENTING, S.ACTING}),
+    S.CONSENTING: frozenset({S.DECIDING}),
     S.REPROMPTING: frozenset({S.LISTENING}),
     S.ACTING: frozenset(),
     S.ENDED: frozenset(),
@@ -63,10 +67,12 @@ TRANSITIONS: dict[CallState, frozenset[CallState]] = {
 for _state in CallState:
     if _state is not S.ENDED:
         TRANSITIONS[_state] = TRANSITIONS[_state] | {S.ENDED}
-_HEARING = frozenset({S.GREETING, S.LISTENING, S.REPROMPTING})
+_HEARING = frozenset({S.GREETING, S.LISTENING, S.REPROMPTING, S.CONSENTING})
 
 #: DTMF 0 during the IVR asks for a person, as callers have learned to expect.
 AGENT_DIGIT = "0"
+#: The keys of the WhatsApp consent question ("say yes or press 1, no or press 2").
+CONSENT_DIGITS = {"1": True, "2": False}
 
 
 class Telephony(Protocol):
@@ -116,6 +122,17 @@ class _Progress:
     intent: str | None = None
     confidence: float | None = None
     ranking: list[dict[str, float]] = field(default_factory=list)
+    consent: str | None = None  # how consent was settled on this call: on_record, dtmf, speech, policy
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A WhatsApp decision waiting for the caller's consent."""
+
+    decision: Decision
+    heard: Understanding
+    utterance_seq: int | None
+    timings: dict[str, float]
 
 
 class CallSession:
@@ -134,6 +151,7 @@ class CallSession:
         self._outcome: str | None = None
         self._hold_timer: asyncio.TimerHandle | None = None
         self._transferring = False
+        self._pending: _Pending | None = None
         self.done = asyncio.Event()
 
     @property
@@ -206,8 +224,12 @@ class CallSession:
         for event in self._deps.endpointer.push(frame):
             if isinstance(event, SpeechStarted):
                 await self._on_speech_started(event)
+            elif isinstance(event, UtteranceEnded) and self.state is CallState.CONSENTING:
+                await self._on_consent_answer(event)
             elif isinstance(event, UtteranceEnded):
                 await self._on_utterance(event)
+            elif isinstance(event, NoInput) and self.state is CallState.CONSENTING:
+                await self._settle_consent(None, "no answer")
             elif isinstance(event, NoInput) and self.state is CallState.LISTENING:
                 await self._on_no_input(event)
             if self.state not in _HEARING:
@@ -215,10 +237,9 @@ class CallSession:
 
     async def _on_speech_started(self, event: SpeechStarted) -> None:
         if self._playback is not None:  # barge-in: the caller talks over the prompt
-            self._deps.telephony.stop_playback(self.call_id)
-            self._playback = None
+            self._stop_prompt()
             await self._event("barge_in", {"at_ms": event.start_ms})
-        if self.state is not CallState.LISTENING:
+        if self.state in (CallState.GREETING, CallState.REPROMPTING):
             await self._enter(CallState.LISTENING)
 
     async def _on_prompt_done(self) -> None:
@@ -226,6 +247,8 @@ class CallSession:
             # The no-input clock starts when the caller has heard the whole prompt.
             self._deps.endpointer.begin_turn(self._last_index + 1)
             await self._enter(CallState.LISTENING)
+        elif self.state is CallState.CONSENTING:
+            self._deps.endpointer.begin_turn(self._last_index + 1, self._consent_turn())
         elif self.state is CallState.ACTING:
             await self._after_action_prompt()
 
@@ -297,6 +320,13 @@ class CallSession:
         self, decision: Decision, heard: Understanding, *, utterance_seq: int | None, timings: dict[str, float]
     ) -> None:
         d = self._deps
+        if decision.route == "whatsapp" and self._progress.consent is None:
+            if await self._consent_on_record():
+                self._progress.consent = "on_record"
+            else:
+                self._pending = _Pending(decision, heard, utterance_seq, timings)
+                await self._ask_consent()
+                return
         self._progress.decisions += 1
         message = self._deflection_message() if decision.route == "whatsapp" else None
         await d.store.run(
@@ -359,17 +389,64 @@ class CallSession:
     async def _on_dtmf(self, digit: str, method: str) -> None:
         self._progress.dtmf.append(digit)
         await self._event("dtmf", {"digit": digit, "method": method})
-        if digit == AGENT_DIGIT and self.state in _HEARING:
-            if self._playback is not None:
-                self._deps.telephony.stop_playback(self.call_id)
-                self._playback = None
-            if self.state is not CallState.LISTENING:
+        if self.state is CallState.CONSENTING and digit in CONSENT_DIGITS:
+            self._stop_prompt()
+            await self._settle_consent(CONSENT_DIGITS[digit], "dtmf")
+        elif digit == AGENT_DIGIT and self.state in _HEARING:
+            self._stop_prompt()
+            if self.state is CallState.CONSENTING:
+                self._pending = None
+            elif self.state is not CallState.LISTENING:
                 await self._enter(CallState.LISTENING)
             await self._enter(CallState.DECIDING)
             await self._decide_and_act(
                 Decision("voice", f"caller pressed {AGENT_DIGIT} for an agent"),
                 Understanding("agent_request", 1.0), utterance_seq=None, timings={},
             )
+
+    # --- WhatsApp consent ----------------------------------------------------------------
+
+    async def _consent_on_record(self) -> bool:
+        policy = self._deps.settings.whatsapp.consent
+        if not policy.required:
+            return True
+        return bool(await self._deps.store.run(self._deps.store.sync.consent, self.caller.e164))
+
+    def _consent_turn(self) -> EndpointerConfig:
+        """A yes/no answer is short: end it sooner, and wait less for it."""
+        policy = self._deps.settings.whatsapp.consent
+        return replace(self._deps.endpointer.config, end_silence_ms=policy.silence_ms, no_input_ms=policy.no_input_ms)
+
+    async def _ask_consent(self) -> None:
+        await self._enter(CallState.CONSENTING)
+        await self._event("consent_asked", {"number": self.caller.e164})
+        self._play(Prompt.CONSENT)
+        self._deps.endpointer.begin_turn(self._last_index + 1, self._consent_turn())
+
+    async def _on_consent_answer(self, event: UtteranceEnded) -> None:
+        answer = await self._deps.speech.recognize_yes_no(event.pcm, self.language or self._line.languages[0])
+        await self._event("consent_answer", {"choice": answer.choice, "score": answer.score, "margin": answer.margin})
+        granted = {"yes": True, "no": False}.get(answer.choice or "")
+        await self._settle_consent(granted, "speech" if granted is not None else "unclear answer")
+
+    async def _settle_consent(self, granted: bool | None, how: str) -> None:
+        """Record the answer, then act on the decision that waited for it."""
+        pending, self._pending = self._pending, None
+        if pending is None or self.state is not CallState.CONSENTING:
+            return
+        if granted is not None:
+            await self._deps.store.run(
+                self._deps.store.sync.record_consent, self.caller.e164, granted=granted, method=how, call_id=self.call_id
+            )
+        await self._enter(CallState.DECIDING)
+        if granted or (granted is None and self._deps.settings.whatsapp.consent.on_no_answer == "whatsapp"):
+            self._progress.consent = how if granted else "policy"
+            decision = Decision("whatsapp", f"{pending.decision.reason}; consent: {self._progress.consent}")
+        elif granted is False:
+            decision = Decision("voice", f"{pending.decision.reason}, but the caller declined WhatsApp ({how})")
+        else:
+            decision = Decision("voice", f"{pending.decision.reason}, but no consent: {how}")
+        await self._decide_and_act(decision, pending.heard, utterance_seq=pending.utterance_seq, timings=pending.timings)
 
     # --- ending ------------------------------------------------------------------------
 
@@ -405,6 +482,11 @@ class CallSession:
 
     async def _event(self, type_: str, data: dict[str, Any]) -> None:
         await self._deps.store.run(self._deps.store.sync.record_event, self.call_id, type_, data)
+
+    def _stop_prompt(self) -> None:
+        if self._playback is not None:
+            self._deps.telephony.stop_playback(self.call_id)
+            self._playback = None
 
     def _play(self, prompt: Prompt) -> None:
         self._playback = self._deps.telephony.play(self.call_id, self._deps.prompts.path(prompt, self.language or self._line.languages[0]))

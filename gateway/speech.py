@@ -10,6 +10,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+from models.answers import YES_NO, AnswerRecognizer, AnswerResult
 from models.transcribe import Transcriber, Transcript
 from nlu.classifier import IntentClassifier, IntentResult
 
@@ -18,6 +19,7 @@ class SpeechPipeline:
     def __init__(self, transcriber: Transcriber, classifier: IntentClassifier, *, workers: int = 1) -> None:
         self.transcriber = transcriber
         self.classifier = classifier
+        self.answers = AnswerRecognizer(transcriber)  # shares the transcriber's model
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="puente-asr")
 
     @property
@@ -35,6 +37,17 @@ class SpeechPipeline:
             self._executor,
             lambda: self.transcriber.transcribe(pcm, language=forced, languages=None if forced else languages),
         )
+
+    async def recognize_yes_no(self, pcm: bytes, language: str) -> AnswerResult:
+        """A constrained yes/no recogniser: free transcription is weak on one-word answers."""
+
+        def recognize() -> AnswerResult:
+            try:
+                return self.answers.recognize(pcm, YES_NO[language], language)
+            except ValueError as exc:  # e.g. a whole sentence instead of an answer
+                return AnswerResult(None, float("-inf"), 0.0, {}, 0.0, reason=str(exc))
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, recognize)
 
     async def classify(self, text: str) -> tuple[IntentResult, float]:
         """The result and the seconds it took (classification is fast enough to run inline)."""

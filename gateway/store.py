@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     JSON,
     DateTime,
     Float,
@@ -200,6 +201,19 @@ class WhatsAppContactRow(Base):
 
     number: Mapped[str] = mapped_column(String(32), primary_key=True)
     last_inbound_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ConsentRow(Base):
+    """A customer's answer to "may we write to you on WhatsApp?"; the latest answer counts."""
+
+    __tablename__ = "consents"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    number: Mapped[str] = mapped_column(String(32), index=True)
+    granted: Mapped[bool] = mapped_column(Boolean)
+    method: Mapped[str] = mapped_column(String(16))  # dtmf | speech | policy
+    call_id: Mapped[str | None] = mapped_column(ForeignKey("calls.id"))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 # --- values handed to the store ------------------------------------------------------
@@ -392,6 +406,20 @@ class Store:
                             status="pending", attempts=0, created_at=now, updated_at=now,
                         )
                     )
+
+    def consent(self, number: str) -> bool | None:
+        """The number's latest consent answer, or None when it was never asked."""
+        with self._sessions() as s:
+            return s.scalar(
+                select(ConsentRow.granted).where(ConsentRow.number == number).order_by(ConsentRow.id.desc()).limit(1)
+            )
+
+    def record_consent(self, number: str, *, granted: bool, method: str, call_id: str | None) -> None:
+        now = utcnow()
+        with self._tx() as s:
+            s.add(ConsentRow(number=number, granted=granted, method=method, call_id=call_id, at=now))
+            if call_id is not None:
+                s.add(EventRow(call_id=call_id, type="consent", data={"granted": granted, "method": method}, at=now))
 
     def end_call(self, call_id: str, *, outcome: str, ended_by: str, reason: str) -> None:
         now = utcnow()

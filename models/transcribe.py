@@ -222,6 +222,21 @@ class Transcriber:
             dropped=dropped,
         )
 
+    # --- access for other decoders of the same model (models.answers) ---------------------
+
+    @property
+    def ct2_model(self):
+        """The loaded ``ctranslate2.models.Whisper`` (shared; safe to call from many threads)."""
+        return self._ct2
+
+    def encode(self, samples: np.ndarray):
+        """Encoder output of one 16 kHz float32 utterance on the short window ``transcribe`` uses."""
+        return self._encode(np.asarray(samples, dtype=np.float32))
+
+    def tokenizer(self, language: str):
+        """faster-whisper's ``Tokenizer`` for ``language`` (task "transcribe"), cached."""
+        return self._tokenizer(language)
+
     # --- steps ---------------------------------------------------------------------------
 
     def _candidate_languages(self, language: str | None, languages: Sequence[str] | None) -> tuple[str, ...]:

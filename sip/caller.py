@@ -53,6 +53,12 @@ class CallScript:
     hangup_after_s: float | None = None
     max_duration_s: float = 60.0  # from the INVITE; then the caller hangs up ("timeout")
     follow_transfer: bool = False  # accept a REFER (202) and call the target, or decline (603)
+    # The reply to the far end's question: once ``wav`` has been spoken, the first time the far
+    # end starts talking again (after a pause), wait ``reply_after_s``, then say ``reply_wav``
+    # and/or key ``reply_dtmf`` (RFC 4733). Timing follows the conversation, not the clock.
+    reply_wav: Path | None = None
+    reply_dtmf: str | None = None
+    reply_after_s: float = 0.5
     codecs: tuple[str, ...] | None = None  # offer only these, e.g. ("PCMA/8000",)
 
     def __post_init__(self) -> None:
@@ -95,6 +101,7 @@ class _Attempt:
 
     script: CallScript
     wav: Path | None
+    reply_wav: Path | None
     result: CallResult = field(default_factory=CallResult)
     done: threading.Event = field(default_factory=threading.Event)
     live_legs: int = 0
@@ -130,6 +137,7 @@ class _Leg(pj.Call):
         self._confirmed_at: float | None = None
         self._hangup_cause: Literal["local", "timeout"] | None = None
         self._audible = _Counter()
+        self._reply_cue = _ReplyCue()
 
     # -- driving the call ------------------------------------------------------
 
@@ -153,7 +161,9 @@ class _Leg(pj.Call):
         wav = self.attempt.wav
         if self.ended or self._audio is None or wav is None:
             return
-        player = Player(wav, on_eof=functools.partial(_speech_ended, self.attempt.result, weakly(self._queue_stop)))
+        player = Player(
+            wav, on_eof=functools.partial(_speech_ended, self.attempt.result, weakly(self._queue_stop), self._reply_cue)
+        )
         self._players.append(player)
         self.attempt.result.speech_started_at = time.time()
         player.startTransmit(self._audio)
@@ -173,6 +183,18 @@ class _Leg(pj.Call):
             except pj.Error:
                 pass  # not transmitting any more
 
+    def _reply(self) -> None:
+        """The far end asked something (see ``CallScript.reply_wav``): answer it."""
+        script = self.attempt.script
+        if self.ended or self._audio is None:
+            return
+        if self.attempt.reply_wav is not None:
+            player = Player(self.attempt.reply_wav, on_eof=lambda: None)
+            self._players.append(player)
+            player.startTransmit(self._audio)
+        if script.reply_dtmf:
+            self._send_dtmf(script.reply_dtmf, "rfc4733")
+
     def _send_dtmf(self, digits: str, method: DtmfMethod) -> None:
         if self.ended:
             return
@@ -187,6 +209,10 @@ class _Leg(pj.Call):
 
     def _schedule(self) -> None:
         script = self.attempt.script
+        if script.reply_wav is not None or script.reply_dtmf:
+            # The cue fires on the media thread: hop to the SIP thread, then wait there.
+            sip, reply, delay = self._sip, weakly(self._reply), script.reply_after_s
+            self._reply_cue.fire = lambda: sip.submit(lambda: sip.call_later(delay, reply))
         if self.attempt.wav is not None:
             self._sip.call_later(script.speak_after_s, weakly(self._speak))
         send = weakly(self._send_dtmf)
@@ -235,7 +261,7 @@ class _Leg(pj.Call):
             if media.type == pj.PJMEDIA_TYPE_AUDIO and media.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
                 self._audio = self.getAudioMedia(media.index)
                 if self._sink is None:
-                    self._sink = FrameSink(functools.partial(_count_audible, self._audible))
+                    self._sink = FrameSink(functools.partial(_on_far_end_frame, self._audible, self._reply_cue))
                     self._sink.create("caller-rx")
                 self._audio.startTransmit(self._sink)
                 if not self.transferred:
@@ -266,16 +292,44 @@ class _Counter:
     value: int = 0
 
 
-def _count_audible(counter: _Counter, frame: AudioFrame) -> None:
-    # Media thread: no reference to the leg, only to its counter.
-    if _rms(frame.pcm) > _AUDIBLE_RMS:
+@dataclass
+class _ReplyCue:
+    """Watches the far end's audio for its next turn: armed when our speech ends, it needs
+    a pause first (so a prompt still playing is not taken for a question), then an onset."""
+
+    fire: Callable[[], None] | None = None
+    armed: bool = False
+    quiet_frames: int = 0
+    loud_frames: int = 0
+
+    QUIET_FRAMES = 15  # 300 ms of silence
+    ONSET_FRAMES = 10  # 200 ms of speech
+
+    def frame(self, audible: bool) -> None:
+        if not self.armed or self.fire is None:
+            return
+        if not audible:
+            self.quiet_frames, self.loud_frames = self.quiet_frames + 1, 0
+        elif self.quiet_frames >= self.QUIET_FRAMES:
+            self.loud_frames += 1
+            if self.loud_frames >= self.ONSET_FRAMES:
+                fire, self.fire = self.fire, None  # once per call
+                fire()
+
+
+def _on_far_end_frame(counter: _Counter, cue: _ReplyCue, frame: AudioFrame) -> None:
+    # Media thread: no reference to the leg, only to its counter and cue.
+    audible = _rms(frame.pcm) > _AUDIBLE_RMS
+    if audible:
         counter.value += 1
+    cue.frame(audible)
 
 
-def _speech_ended(result: CallResult, stop: Callable[[], None]) -> None:
+def _speech_ended(result: CallResult, stop: Callable[[], None], cue: _ReplyCue) -> None:
     # Media thread: stamp the time now, stop the player from the SIP thread.
     if result.speech_ended_at is None:
         result.speech_ended_at = time.time()
+        cue.armed = True
         stop()
 
 
@@ -325,7 +379,11 @@ class SipCaller:
         """
         script = script or CallScript()
         # sox, if the WAV needs converting, runs here rather than on the SIP thread.
-        attempt = _Attempt(script, self._wavs.prepare(script.wav) if script.wav else None)
+        attempt = _Attempt(
+            script,
+            self._wavs.prepare(script.wav) if script.wav else None,
+            self._wavs.prepare(script.reply_wav) if script.reply_wav else None,
+        )
         with self._pacing:
             time.sleep(max(0.0, self._last_placed + _MIN_CALL_SPACING_S - time.monotonic()))
             self._last_placed = time.monotonic()

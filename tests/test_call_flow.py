@@ -42,7 +42,7 @@ def assert_persisted(record: dict) -> None:
 @pytest.mark.parametrize(
     "lang, text, key_words, intent, route",
     [
-        ("es", "Hola, quiero saber dónde está mi pedido", ["saber", "dónde"], "order_status", "whatsapp"),
+        ("es", "Quiero saber cuándo llega mi paquete", ["paquete"], "order_status", "whatsapp"),
         ("es", "Necesito una copia de mi factura del mes pasado", ["factura"], "duplicate_document", "whatsapp"),
         ("es", "Me robaron la tarjeta de crédito", ["robaron"], "fraud_or_loss", "voice"),
         ("en", "Hi, I would like to know where my order is", ["order"], "order_status", "whatsapp"),
@@ -52,7 +52,8 @@ def assert_persisted(record: dict) -> None:
 def test_synthetic_speech_is_transcribed_classified_and_routed(gateway, tmp_path, lang, text, key_words, intent, route):
     wav = espeak(text, lang, tmp_path / "say.wav")
     number = "+525555550123" if lang == "es" else "+14155550123"
-    record = gateway.call(lang, "--wav", str(wav), "--from", number)
+    consent = ["--dtmf", "1"] if route == "whatsapp" else []
+    record = gateway.call(lang, "--wav", str(wav), "--from", number, *consent)
     assert record["_exit"] == 0, record
     heard = record["record"]["utterances"]
     assert record["language"] == lang, heard
@@ -90,13 +91,13 @@ def test_real_recorded_speech_asking_for_an_operator_stays_in_voice(gateway, lan
 
 def test_the_bilingual_line_picks_the_language_the_caller_speaks(gateway, tmp_path):
     wav = espeak("Hello, I need a copy of my last invoice please", "en", tmp_path / "en.wav")
-    record = gateway.call("main", "--wav", str(wav), "--from", "+14155550123")
+    record = gateway.call("main", "--wav", str(wav), "--from", "+14155550123", "--dtmf", "1")
     assert record["language"] == "en"
     assert (record["intent"], record["route"]) == ("duplicate_document", "whatsapp"), record
 
 
 def test_an_anonymous_caller_is_not_deflected_and_the_reason_is_recorded(gateway, tmp_path):
-    wav = espeak("quiero saber dónde está mi pedido", "es", tmp_path / "es.wav")
+    wav = espeak("Quiero saber cuándo llega mi paquete", "es", tmp_path / "es.wav")
     record = gateway.call("es", "--wav", str(wav), "--from", "anonymous")
     assert (record["intent"], record["route"]) == ("order_status", "voice"), record
     assert "anonymous" in record["reason"]

@@ -78,12 +78,24 @@ class ReplyInteractive(BaseModel):
     title: str = Field(..., min_length=1, max_length=256)
 
 
+class ReplyMedia(BaseModel):
+    """An attachment the customer sends; the sandbox invents a media id when none is given."""
+
+    id: str | None = Field(None, max_length=128)
+    mime_type: str = Field("image/jpeg", max_length=128)
+    caption: str | None = Field(None, max_length=1024)
+    filename: str | None = Field(None, max_length=256)
+    sha256: str | None = Field(None, max_length=128)
+
+
 class ReplyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     text: str | None = Field(None, min_length=1, max_length=4096)
     button: ReplyButton | None = None
     interactive: ReplyInteractive | None = None
+    image: ReplyMedia | None = None
+    document: ReplyMedia | None = None
     reply_to: str | None = Field(None, description="wamid of the business message being answered.")
     name: str = Field("Sandbox customer", max_length=64)
 
@@ -278,12 +290,23 @@ class Sandbox:
             message["type"] = "interactive"
             message["interactive"] = {"type": reply.interactive.type, reply.interactive.type: {"id": reply.interactive.id, "title": reply.interactive.title}}
             shown = reply.interactive.title
+        elif reply.image is not None or reply.document is not None:
+            kind, media = ("image", reply.image) if reply.image is not None else ("document", reply.document)
+            body = {"id": media.id or str(self._rng.randrange(10**15, 10**16)), "mime_type": media.mime_type,
+                    "sha256": media.sha256 or base64.b64encode(self._rng.randbytes(32)).decode()}
+            if media.caption:
+                body["caption"] = media.caption
+            if kind == "document" and media.filename:
+                body["filename"] = media.filename
+            message["type"] = kind
+            message[kind] = body
+            shown = f"[{kind}] " + (media.caption or media.filename or body["mime_type"])
         elif reply.text is not None:
             message["type"] = "text"
             message["text"] = {"body": reply.text}
             shown = reply.text
         else:
-            raise ValueError("a reply needs text, button or interactive")
+            raise ValueError("a reply needs text, button, interactive, image or document")
         self._last_inbound[customer] = float(now)
         self.messages.append(ChatMessage(wamid=message["id"], direction="in", customer=customer, type=message["type"], text=shown,
                                          buttons=[], status="received", timestamp=now))

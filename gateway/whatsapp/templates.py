@@ -67,7 +67,10 @@ class MessageBuilder:
 
     Payload shapes (``payload["type"]``, default ``"template"``):
     ``{"template", "language", "parameters", "context"?, "buttons"?}`` (what a deflection writes),
-    ``{"type": "text", "text"}``, ``{"type": "interactive", "interactive": {...wire format...}}``.
+    ``{"type": "text", "text"}``, ``{"type": "interactive", "interactive": {...wire format...}}``,
+    ``{"type": "buttons", "text", "buttons": [{"id", "title"}, ...≤3], "header"?, "footer"?}`` (reply buttons) and
+    ``{"type": "list", "text", "button", "rows": [{"id", "title", "description"?}, ...≤10], "header"?, "footer"?}``;
+    titles longer than WhatsApp allows are shortened with "…" rather than refused.
     """
 
     def __init__(self, registry: TemplateRegistry, intent_labels: Mapping[str, Mapping[str, str]]) -> None:
@@ -83,6 +86,8 @@ class MessageBuilder:
                 return wire.TextMessage(to=to, text=wire.Text(body=str(payload["text"])), biz_opaque_callback_data=callback_data)
             if kind == "interactive":
                 return wire.InteractiveMessage(to=to, interactive=payload["interactive"], biz_opaque_callback_data=callback_data)
+            if kind in ("buttons", "list"):
+                return wire.InteractiveMessage(to=to, interactive=interactive_of(payload), biz_opaque_callback_data=callback_data)
         except (KeyError, TypeError, ValidationError) as exc:
             raise MessageBuildError(f"invalid {kind} payload: {exc}") from exc
         raise MessageBuildError(f"unknown message type {kind!r}")
@@ -112,3 +117,32 @@ class MessageBuilder:
             template=wire.Template(name=template.name, language=wire.TemplateLanguage(code=template.language), components=components),
             biz_opaque_callback_data=callback_data,
         )
+
+
+def _fit(text: Any, limit: int) -> str:
+    value = str(text if text is not None else "").strip() or "-"
+    return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
+def interactive_of(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """The wire ``interactive`` object of a ``buttons`` or ``list`` outbox payload."""
+    out: dict[str, Any] = {"body": {"text": _fit(payload["text"], 1024)}}
+    if payload.get("header"):
+        out["header"] = {"type": "text", "text": _fit(payload["header"], 60)}
+    if payload.get("footer"):
+        out["footer"] = {"text": _fit(payload["footer"], 60)}
+    if payload.get("type") == "buttons":
+        out["type"] = "button"
+        out["action"] = {"buttons": [
+            {"type": "reply", "reply": {"id": str(b["id"]), "title": _fit(b["title"], wire.BUTTON_TITLE_MAX)}} for b in payload["buttons"]
+        ]}
+        return out
+    rows = []
+    for r in payload["rows"]:
+        row = {"id": str(r["id"]), "title": _fit(r["title"], wire.LIST_ROW_TITLE_MAX)}
+        if r.get("description"):
+            row["description"] = _fit(r["description"], wire.LIST_ROW_DESCRIPTION_MAX)
+        rows.append(row)
+    out["type"] = "list"
+    out["action"] = {"button": _fit(payload.get("button") or "Options", wire.BUTTON_TITLE_MAX), "sections": [{"rows": rows}]}
+    return out

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -67,6 +68,9 @@ class InboundEvent:
     text: str | None
     payload: str | None
     context_wamid: str | None
+    # For image/document/audio/video/sticker messages: {"id", "mime_type", "sha256", "caption", "filename"}
+    # (the media id is what the Cloud API's media endpoint downloads); ``None`` otherwise.
+    media: dict[str, Any] | None = None
 
 
 def _timestamp(value: str) -> datetime:
@@ -83,6 +87,8 @@ def _inbound(message: wire.InboundMessage) -> InboundRecord:
         reply = message.interactive.button_reply or message.interactive.list_reply
         if reply is not None:
             text, payload = reply.title, reply.id
+    elif message.media is not None:
+        text = message.media.caption
     return InboundRecord(
         wamid=message.id, from_number=normalize_wa_id(message.from_), type=message.type, timestamp=_timestamp(message.timestamp),
         text=text, payload=payload, context_wamid=message.context.id if message.context else None,
@@ -184,9 +190,15 @@ def _apply(sync, statuses: list[StatusUpdate], inbound: list[InboundRecord], now
                 InboundEvent(
                     call_id=call_id, number=record.from_number, wamid=record.wamid, type=record.type,
                     text=record.text, payload=record.payload, context_wamid=record.context_wamid,
+                    media=_media_of(record),
                 )
             )
     return fresh
+
+
+def _media_of(record: InboundRecord) -> dict[str, Any] | None:
+    media = record.message.get(record.type) if record.type in wire.MEDIA_TYPES else None
+    return dict(media) if isinstance(media, dict) else None
 
 
 async def _follow_up(handler: Callable[[InboundEvent], Awaitable[None]], event: InboundEvent) -> None:

@@ -284,6 +284,19 @@ class InboundInteractive(_In):
     list_reply: ListReply | None = None
 
 
+class InboundMedia(_In):
+    """An image, document, audio, video or sticker a customer sent: a media id to download later, not the bytes."""
+
+    id: str
+    mime_type: str | None = None
+    sha256: str | None = None
+    caption: str | None = None
+    filename: str | None = None
+
+
+MEDIA_TYPES = ("image", "document", "audio", "video", "sticker")
+
+
 class MessageContext(_In):
     from_: str | None = Field(None, alias="from")
     id: str | None = None
@@ -299,8 +312,18 @@ class InboundMessage(_In):
     text: InboundText | None = None
     button: InboundButton | None = None
     interactive: InboundInteractive | None = None
+    image: InboundMedia | None = None
+    document: InboundMedia | None = None
+    audio: InboundMedia | None = None
+    video: InboundMedia | None = None
+    sticker: InboundMedia | None = None
     context: MessageContext | None = None
     errors: list[WebhookError] = Field(default_factory=list)
+
+    @property
+    def media(self) -> InboundMedia | None:
+        """The attachment of a media message (``image``, ``document``…), or ``None``."""
+        return getattr(self, self.type, None) if self.type in MEDIA_TYPES else None
 
 
 class ChangeValue(_In):
