@@ -139,7 +139,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="puente-bench-") as tmp:
         workdir = Path(tmp)
         clips = build_clips(workdir)
-        gateway = start_gateway(workdir, endpointing={"no_input_ms": 5000})
+        # Consent is asked once per number and is a separate turn: measure the routing decision alone.
+        gateway = start_gateway(workdir, endpointing={"no_input_ms": 5000}, whatsapp={"consent": {"required": False}})
         try:
             sequential_clips = [clips[i % len(clips)] for i in range(args.calls or len(clips))]
             sequential = [place(gateway, clip) for clip in sequential_clips]

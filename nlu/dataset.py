@@ -87,21 +87,25 @@ def _read_all(paths: Iterable[str | PathLike[str]]) -> tuple[list[Example], Path
     for raw_path in paths:
         path = Path(raw_path)
         any_path = any_path or path
-        suffix = path.suffix.lower()
-        if suffix in _YAML_SUFFIXES:
-            examples.extend(_read_rasa_yaml(path))
-        elif suffix in _TSV_SUFFIXES:
-            examples.extend(_read_tsv(path))
-        else:
-            raise DatasetError(
-                f"unknown training data format {suffix or '(no suffix)'!r}; "
-                "expected Rasa nlu.yml (.yml, .yaml) or intent<TAB>text (.tsv)",
-                path,
-                1,
-            )
+        examples.extend(read_file(path))
     if any_path is None:
         raise DatasetError("no training data files given")
     return examples, any_path
+
+
+def read_file(path: Path) -> list[Example]:
+    """One Rasa ``nlu.yml`` or ``intent<TAB>text`` TSV file, chosen by its suffix."""
+    suffix = path.suffix.lower()
+    if suffix in _YAML_SUFFIXES:
+        return _read_rasa_yaml(path)
+    if suffix in _TSV_SUFFIXES:
+        return _read_tsv(path)
+    raise DatasetError(
+        f"unknown training data format {suffix or '(no suffix)'!r}; "
+        "expected Rasa nlu.yml (.yml, .yaml) or intent<TAB>text (.tsv)",
+        path,
+        1,
+    )
 
 
 def data_hash(examples: Iterable[Example]) -> str:

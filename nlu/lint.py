@@ -22,7 +22,7 @@ from os import PathLike
 from pathlib import Path
 
 from . import text as textnorm
-from .dataset import _TSV_SUFFIXES, _YAML_SUFFIXES, DatasetError, Example, _read_rasa_yaml, _read_tsv
+from .dataset import DatasetError, Example, read_file
 from .taxonomy import OUT_OF_SCOPE
 
 __all__ = ["Finding", "MIN_PER_LANGUAGE", "guess_language", "lint", "lint_examples"]
@@ -76,17 +76,8 @@ def lint(paths: Iterable[str | PathLike[str]], *, min_per_language: int = MIN_PE
     examples: list[Example] = []
     findings: list[Finding] = []
     for raw in paths:
-        path = Path(raw)
-        suffix = path.suffix.lower()
         try:
-            if suffix in _YAML_SUFFIXES:
-                examples.extend(_read_rasa_yaml(path))
-            elif suffix in _TSV_SUFFIXES:
-                examples.extend(_read_tsv(path))
-            else:
-                raise DatasetError(
-                    f"unknown training data format {suffix or '(no suffix)'!r}; expected .yml, .yaml or .tsv", path, 1
-                )
+            examples.extend(read_file(Path(raw)))
         except DatasetError as exc:
             findings.append(Finding("error", "format", exc.reason, exc.path, exc.line))
     return findings + lint_examples(examples, min_per_language=min_per_language)

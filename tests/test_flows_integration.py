@@ -23,20 +23,11 @@ from gateway.flows import FlowEngine, FlowSettings, create_conversations_router
 from gateway.store import Store
 from gateway.store_async import AsyncStore
 from gateway.whatsapp import WhatsAppChannel, build_whatsapp
-from gateway.whatsapp.testing import add_deflection, free_socket, serve, serve_on
+from gateway.whatsapp.testing import FAST_SETTINGS, add_deflection, free_socket, serve, serve_on
 
 pytestmark = pytest.mark.timeout(60)
 
 NUMBER = "+525555550123"
-FAST = {
-    "whatsapp.backoff_base_s": 0.05,
-    "whatsapp.backoff_cap_s": 0.2,
-    "whatsapp.poll_interval_s": 0.05,
-    "whatsapp.request_timeout_s": 1.0,
-    "whatsapp.lease_s": 2.0,
-    "whatsapp.in_doubt_grace_s": 1.0,
-    "whatsapp.per_user_interval_s": 0.0,
-}
 
 
 @dataclass
@@ -131,7 +122,7 @@ async def gateway_like(tmp_path: Path, *, hook_failures: int = 0, **flow_setting
         sock = free_socket()
         url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         db_url = f"sqlite:///{tmp_path / 'puente.db'}"
-        settings = load_settings(environ={}, overrides={"database.url": db_url, **FAST})
+        settings = load_settings(environ={}, overrides={"database.url": db_url, **FAST_SETTINGS})
         store = AsyncStore(Store(db_url))
         flows = FlowSettings(**{"backend_url": stub_url, "handoff_webhook_url": stub_url + "/hook", "handoff_backoff_s": 0.05, **flow_settings})
         engine = FlowEngine(store, flows)

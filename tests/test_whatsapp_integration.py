@@ -19,19 +19,10 @@ from gateway.whatsapp import FaultRequest, OutboxWorker, WhatsAppChannel, build_
 from gateway.whatsapp.client import CloudApiClient
 from gateway.whatsapp.pacing import SystemClock
 from gateway.whatsapp.templates import MessageBuilder, TemplateRegistry
-from gateway.whatsapp.testing import add_deflection, free_socket, serve_on
+from gateway.whatsapp.testing import FAST_SETTINGS, add_deflection, free_socket, serve_on
 
 pytestmark = pytest.mark.timeout(60)
 
-FAST = {
-    "whatsapp.backoff_base_s": 0.05,
-    "whatsapp.backoff_cap_s": 0.2,
-    "whatsapp.poll_interval_s": 0.05,
-    "whatsapp.request_timeout_s": 1.0,
-    "whatsapp.lease_s": 2.0,
-    "whatsapp.in_doubt_grace_s": 1.0,
-    "whatsapp.per_user_interval_s": 0.0,
-}
 
 
 @dataclass
@@ -53,7 +44,7 @@ async def gateway_like(tmp_path: Path, *, start_worker: bool = True, **overrides
     sock = free_socket()
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     db_url = f"sqlite:///{tmp_path / 'puente.db'}"
-    settings = load_settings(environ={}, overrides={"database.url": db_url, **FAST, **overrides})
+    settings = load_settings(environ={}, overrides={"database.url": db_url, **FAST_SETTINGS, **overrides})
     store = AsyncStore(Store(db_url))
     channel = build_whatsapp(settings, store, local_base_url=url)
     app = FastAPI()

@@ -15,6 +15,18 @@ from fastapi import FastAPI
 from gateway.store import DecisionRecord, NewCall, OutboundMessage, Store
 
 
+#: Settings that make retries, leases and pacing take milliseconds instead of seconds.
+FAST_SETTINGS = {
+    "whatsapp.backoff_base_s": 0.05,
+    "whatsapp.backoff_cap_s": 0.2,
+    "whatsapp.poll_interval_s": 0.05,
+    "whatsapp.request_timeout_s": 1.0,
+    "whatsapp.lease_s": 2.0,
+    "whatsapp.in_doubt_grace_s": 1.0,
+    "whatsapp.per_user_interval_s": 0.0,
+}
+
+
 class FakeClock:
     """Time moves only when someone sleeps on it (or ``advance`` is called)."""
 
