@@ -90,6 +90,7 @@ def start_gateway(tmp: Path, **settings: dict) -> RunningGateway:
         # Short silences keep the no-input tests quick; the defaults are documented in the README.
         "endpointing": {"no_input_ms": 2500},
         "routing": {"hold_timeout_s": 1.5},
+        "whatsapp": {"per_user_interval_s": 0.5},
     }
     for section, values in settings.items():
         config.setdefault(section, {}).update(values)
