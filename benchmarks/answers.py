@@ -105,7 +105,7 @@ def asterisk_no_items() -> list[Item]:
 
 def phone_channel(wav: Path, out: Path) -> Path:
     """8 kHz µ-law, as a PSTN call delivers it (sox)."""
-    subprocess.run(["sox", str(wav), "-r", "8000", "-c", "1", "-e", "mu-law", str(out)], check=True,
+    subprocess.run(["sox", "-D", str(wav), "-r", "8000", "-c", "1", "-e", "mu-law", str(out)], check=True,
                    capture_output=True)
     return out
 

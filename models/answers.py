@@ -6,15 +6,16 @@ or digit question we already know the few things a caller can sensibly answer, s
 Whisper a narrower question: *how probable is each expected answer, as the whole
 transcript of this audio?*
 
-How (one encoder pass + one batched decoder pass, no free decoding):
+How (one encoder pass, then forced decoding of the expected phrases; no free decoding):
 
 1. The utterance (after 0.3 s of lead-in silence) is encoded once on the short window
    :class:`~models.transcribe.Transcriber` uses (utterance + padding). A webrtcvad gate comes
    first: less than 60 ms of speech → ``unclear`` without running the model.
 2. Every phrase of the grammar is expanded into the surface forms Whisper writes
-   (" Sí", " sí", " Si", " Sí, por favor", " Sí por favor", " 3", " Three"...) and each is
-   forced through the decoder in one batch (``generate`` with the phrase as prefix and
-   ``return_logits_vocab``). That gives, over the **full** vocabulary, the probability of
+   (" Sí", " sí", " Si", " Sí, por favor", " Sí por favor", " 3", " Three"...). One decoder
+   step gives the first-token distribution; forms whose first token is already hopeless
+   are pruned, the rest are forced through the decoder (``generate`` with the phrase as
+   prefix and ``return_logits_vocab``, one batch per phrase length). That gives, over the **full** vocabulary, the probability of
    every token of the phrase *and* of the transcript ending right after it (end-of-text, or
    a final "." / "!" / "?"). The product is the probability that the whole transcript is
    that phrase; summing over forms and phrases gives ``P(choice)``.
@@ -31,10 +32,10 @@ what rejects them; the margin keeps a mumbled "two"/"seven" from being a coin to
 Alternatives measured while building this (100 FSDD clips, asterisk digits, espeak yes/no):
 CTranslate2's ``align`` (``text_token_probs``, mean log-probability per phrase) ranks
 digits about as well but yes/no clearly worse (top-1 72 % vs 94 % on synthetic English
-yes/no, 87 % vs 100 % Spanish), and its
-probabilities are normalised over text tokens only, so it cannot say the transcript *ends*
-after "no": "No hay mensajes" scores as a confident "no". Free transcription + keyword
-matching is the baseline the table compares against.
+yes/no, 87 % vs 100 % Spanish), and its probabilities are normalised over text tokens only,
+so it cannot say the transcript *ends* after "no": "No hay más mensajes" scores like a
+confident "no". Free transcription + keyword matching is the baseline
+``benchmarks/answers.py`` compares against.
 """
 from __future__ import annotations
 
@@ -167,6 +168,7 @@ class AnswerRecognizer:
         min_score: float = -6.0,
         min_margin: float = 2.5,
         lead_padding_s: float = 0.3,
+        prune_nats: float = 8.0,
         min_voiced_ms: int = 60,
         vad_aggressiveness: int = 2,
     ) -> None:
@@ -179,6 +181,8 @@ class AnswerRecognizer:
             sentences are accepted while ~0.5 % of real answers are misrecognised.
           lead_padding_s: silence put before the audio (short clips that start on the
             first sample score better with some lead-in).
+          prune_nats: surface forms whose first token is this far below the best form's
+            are not decoded further (speed; see ``_score``).
           min_voiced_ms / vad_aggressiveness: the speech gate: fewer than ``min_voiced_ms``
             of webrtcvad speech frames → unclear without running the model (silence, steady
             noise). Lower than the transcriber's 100 ms: a quiet sub-second "four" can have
@@ -188,6 +192,7 @@ class AnswerRecognizer:
         self.min_score = min_score
         self.min_margin = min_margin
         self.lead_padding_s = lead_padding_s
+        self.prune_nats = prune_nats
         self.min_voiced_ms = min_voiced_ms
         self.vad_aggressiveness = vad_aggressiveness
         self._compiled: dict[tuple, _CompiledGrammar] = {}
@@ -235,15 +240,24 @@ class AnswerRecognizer:
         import ctranslate2
 
         encoded = np.asarray(self.transcriber.encode(samples))
-        seq_logp = np.empty(len(compiled.sequences))
+        # Each decoder batch row re-projects the encoder output for cross-attention, so the
+        # cost grows with the number of surface forms (80 for Spanish yes/no). Most are
+        # hopeless from their first token: one cheap step gives the first-token
+        # distribution; forms whose first token is more than ``prune_nats`` below the best
+        # form's keep that first-token log-probability as their score (an upper bound, so
+        # a pruned runner-up only ever shrinks the margin) and are not decoded further.
+        first = self._forced_logits(ctranslate2.StorageView.from_array(encoded), [list(compiled.start)], 0)[0][0]
+        first_logp = first.astype(np.float64) - _logsumexp_rows(first[None].astype(np.float64))[0]
+        seq_logp = np.array([first_logp[seq[0]] for seq in compiled.sequences])
+        keep = seq_logp >= seq_logp.max() - self.prune_nats
         # One decoder call per phrase length: each returns full-vocabulary logits for every
         # step, so a batch padded to the longest phrase would cost rows × 51865 floats each.
         by_length: dict[int, list[int]] = {}
         for i, seq in enumerate(compiled.sequences):
-            by_length.setdefault(len(seq), []).append(i)
+            if keep[i]:
+                by_length.setdefault(len(seq), []).append(i)
         for length, indices in by_length.items():
-            features = ctranslate2.StorageView.from_array(
-                np.ascontiguousarray(np.broadcast_to(encoded, (len(indices), *encoded.shape[1:]))))
+            features = ctranslate2.StorageView.from_array(np.repeat(encoded, len(indices), axis=0))
             prompts = [[*compiled.start, *compiled.sequences[i]] for i in indices]
             for i, logits in zip(indices, self._forced_logits(features, prompts, length)):
                 seq = compiled.sequences[i]
@@ -266,7 +280,7 @@ class AnswerRecognizer:
         How ``max_length`` maps to returned rows is not the obvious (CTranslate2 4.x counts
         the forced prefix twice), so ask for enough, check, and grow if short.
         """
-        max_length = 2 * (length + 1) + 1
+        max_length = max(2 * (length + 1) + 1, len(prompts[0]) - length + 1)
         for _ in range(3):
             results = self.transcriber.ct2_model.generate(
                 features, prompts, beam_size=1, max_length=max_length,

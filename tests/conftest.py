@@ -5,6 +5,8 @@ import pytest
 
 from gateway.calling import synthesize as espeak  # noqa: F401  (re-exported for the tests)
 from gateway.testing import ROOT, RunningGateway, start_gateway  # noqa: F401
+from models.errors import ModelNotFoundError
+from models.transcribe import Transcriber, TranscriberConfig
 
 
 @pytest.fixture(scope="session")
@@ -12,3 +14,13 @@ def gateway(tmp_path_factory) -> RunningGateway:
     running = start_gateway(tmp_path_factory.mktemp("gateway"))
     yield running
     running.stop()
+
+
+@pytest.fixture(scope="session")
+def transcriber(tmp_path_factory) -> Transcriber:
+    """The one Whisper base model of the test session, joined into a fresh cache (so the
+    registry's assembly from the two PyPI parts runs in every test session)."""
+    try:
+        return Transcriber(TranscriberConfig(model="base", cache_dir=tmp_path_factory.mktemp("models")))
+    except ModelNotFoundError as e:
+        pytest.skip(f"Whisper base not installed: {e}")

@@ -15,15 +15,6 @@ from speech_corpora import JFK_FLAC, asterisk_clips, espeak, librivox_clips
 pytestmark = pytest.mark.asr
 
 
-@pytest.fixture(scope="session")
-def transcriber(tmp_path_factory) -> Transcriber:
-    """The one base model for the whole test session (joined into a fresh cache)."""
-    try:
-        return Transcriber(TranscriberConfig(model="base", cache_dir=tmp_path_factory.mktemp("models")))
-    except ModelNotFoundError as e:
-        pytest.skip(f"Whisper base not installed: {e}")
-
-
 @pytest.fixture(scope="module")
 def jfk() -> np.ndarray:
     if not JFK_FLAC.is_file():
