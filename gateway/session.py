@@ -529,7 +529,8 @@ class CallSession:
             payload={
                 "template": self._deps.settings.whatsapp.template,
                 "language": ctx["language"] or self._line.languages[0],
-                "parameters": [ctx["intent"], ctx["transcript"]],
+                # The template quotes the words and ends the sentence itself.
+                "parameters": [ctx["intent"], ctx["transcript"].rstrip(" .")],
                 "context": ctx,
             },
         )
