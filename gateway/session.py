@@ -23,12 +23,14 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any, Protocol
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from gateway.config import Settings
 from gateway.numbers import CallerNumber
 from gateway.prompts import Prompt, PromptLibrary
 from gateway.routing import Decision, RoutingPolicy, Understanding
 from gateway.speech import SpeechPipeline
-from gateway.store import DecisionRecord, NewCall, OutboundMessage, UtteranceRecord
+from gateway.store import DecisionRecord, NewCall, OutboundMessage, StoreError, UtteranceRecord
 from gateway.store_async import AsyncStore
 from models.audio import FRAME_MS, AudioFrame
 from models.endpointing import Endpointer, EndpointerConfig, NoInput, SpeechStarted, UtteranceEnded
@@ -152,6 +154,7 @@ class CallSession:
         self._hold_timer: asyncio.TimerHandle | None = None
         self._transferring = False
         self._pending: _Pending | None = None
+        self.store_failure: str | None = None  # set when the context store stopped taking writes
         self.done = asyncio.Event()
 
     @property
@@ -166,8 +169,7 @@ class CallSession:
 
     async def run(self) -> None:
         d = self._deps
-        await d.store.run(
-            d.store.sync.create_call,
+        await self._persist("create_call",
             NewCall(
                 call_id=self.call_id, sip_call_id=self.call.sip_call_id, from_uri=self.call.from_uri,
                 to_uri=self.call.to_uri, line=self.call.to_user, caller_number=self.caller.e164,
@@ -177,7 +179,7 @@ class CallSession:
             self.state.value,
         )
         if self.language:
-            await d.store.run(d.store.sync.record_event, self.call_id, "language_forced", {"language": self.language}, language=self.language)
+            await self._persist("record_event", self.call_id, "language_forced", {"language": self.language}, language=self.language)
         try:
             while self.state is not CallState.ENDED:
                 await self._handle(await self.inbox.get())
@@ -302,8 +304,7 @@ class CallSession:
         if transcript.text and self.language is None:
             self.language = transcript.language
             fields["language"] = transcript.language
-        await self._deps.store.run(
-            self._deps.store.sync.record_utterance,
+        await self._persist("record_utterance",
             self.call_id,
             UtteranceRecord(
                 seq=seq, start_ms=event.start_ms, speech_end_ms=event.speech_end_ms, end_reason=event.reason,
@@ -320,6 +321,8 @@ class CallSession:
         self, decision: Decision, heard: Understanding, *, utterance_seq: int | None, timings: dict[str, float]
     ) -> None:
         d = self._deps
+        if decision.route == "whatsapp" and self.store_failure is not None:
+            decision = Decision("voice", f"{decision.reason}, but the context store failed ({self.store_failure})")
         if decision.route == "whatsapp" and self._progress.consent is None:
             if await self._consent_on_record():
                 self._progress.consent = "on_record"
@@ -329,8 +332,8 @@ class CallSession:
                 return
         self._progress.decisions += 1
         message = self._deflection_message() if decision.route == "whatsapp" else None
-        await d.store.run(
-            d.store.sync.record_decision,
+        await self._persist(
+            "record_decision",
             self.call_id,
             DecisionRecord(
                 seq=self._progress.decisions, utterance_seq=utterance_seq, intent=heard.intent,
@@ -340,6 +343,9 @@ class CallSession:
             ),
             message,
         )
+        if decision.route == "whatsapp" and self.store_failure is not None:
+            # The message could not be queued: do not promise it to the caller.
+            decision = Decision("voice", f"{decision.reason}, but the context store failed ({self.store_failure})")
         if decision.route == "reprompt":
             self._progress.reprompts += 1
             await self._reprompt(Prompt.REPROMPT)
@@ -410,7 +416,7 @@ class CallSession:
         policy = self._deps.settings.whatsapp.consent
         if not policy.required:
             return True
-        return bool(await self._deps.store.run(self._deps.store.sync.consent, self.caller.e164))
+        return bool(await self._persist("consent", self.caller.e164))
 
     def _consent_turn(self) -> EndpointerConfig:
         """A yes/no answer is short: end it sooner, and wait less for it."""
@@ -435,8 +441,7 @@ class CallSession:
         if pending is None or self.state is not CallState.CONSENTING:
             return
         if granted is not None:
-            await self._deps.store.run(
-                self._deps.store.sync.record_consent, self.caller.e164, granted=granted, method=how, call_id=self.call_id
+            await self._persist("record_consent", self.caller.e164, granted=granted, method=how, call_id=self.call_id
             )
         await self._enter(CallState.DECIDING)
         if granted or (granted is None and self._deps.settings.whatsapp.consent.on_no_answer == "whatsapp"):
@@ -467,7 +472,7 @@ class CallSession:
 
     async def _end(self, by: str, reason: str, *, outcome: str) -> None:
         self.state = CallState.ENDED
-        await self._deps.store.run(self._deps.store.sync.end_call, self.call_id, outcome=outcome, ended_by=by, reason=reason)
+        await self._persist("end_call", self.call_id, outcome=outcome, ended_by=by, reason=reason)
 
     # --- helpers -----------------------------------------------------------------------
 
@@ -475,13 +480,25 @@ class CallSession:
         if state not in TRANSITIONS[self.state]:
             raise RuntimeError(f"call {self.call_id}: illegal transition {self.state.value} → {state.value}")
         previous, self.state = self.state, state
-        await self._deps.store.run(
-            self._deps.store.sync.record_event, self.call_id, "state", {"from": previous.value, "to": state.value},
+        await self._persist("record_event", self.call_id, "state", {"from": previous.value, "to": state.value},
             state=state.value,
         )
 
+    async def _persist(self, operation: str, /, *args: Any, **kwargs: Any) -> Any:
+        """Write through the store; if it fails (disk full, database gone), the call goes on
+        unrecorded rather than dropping the caller: later writes are skipped, and a WhatsApp
+        decision (which needs its outbox row) becomes voice."""
+        if self.store_failure is not None:
+            return None
+        try:
+            return await self._deps.store.run(getattr(self._deps.store.sync, operation), *args, **kwargs)
+        except (StoreError, SQLAlchemyError, OSError) as exc:
+            self.store_failure = f"{operation}: {exc}".splitlines()[0]
+            log.error("call %s: context store failed, the call continues unrecorded: %s", self.call_id, self.store_failure)
+            return None
+
     async def _event(self, type_: str, data: dict[str, Any]) -> None:
-        await self._deps.store.run(self._deps.store.sync.record_event, self.call_id, type_, data)
+        await self._persist("record_event", self.call_id, type_, data)
 
     def _stop_prompt(self) -> None:
         if self._playback is not None:
