@@ -37,6 +37,9 @@ from sip.events import CallEvent, IncomingCall
 
 log = logging.getLogger(__name__)
 
+#: How long /healthz reports ``degraded`` after a call could not be recorded.
+STORE_FAILURE_WINDOW_S = 300.0
+
 
 @dataclass(frozen=True)
 class StartupReport:
@@ -78,6 +81,8 @@ class Gateway:
         self._policy = RoutingPolicy(settings.routing)
         self._prompts: PromptLibrary | None = None
         self.started_at: float | None = None
+        self._unrecorded_calls = 0
+        self._last_store_failure: tuple[float, str] | None = None  # (when, what)
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -163,7 +168,10 @@ class Gateway:
 
     def _closed(self, task: asyncio.Task[None], call_id: str) -> None:
         self._tasks.discard(task)
-        self.sessions.pop(call_id, None)
+        session = self.sessions.pop(call_id, None)
+        if session is not None and session.store_failure is not None:
+            self._unrecorded_calls += 1
+            self._last_store_failure = (time.time(), session.store_failure)
 
     def _deliver(self, call_id: str, item: object) -> None:
         session = self.sessions.get(call_id)
@@ -186,13 +194,21 @@ class Gateway:
     # --- status --------------------------------------------------------------------------
 
     def health(self) -> dict[str, object]:
+        """``degraded`` while a call runs unrecorded, or for ``STORE_FAILURE_WINDOW_S`` after one ended."""
+        failing = [s.store_failure for s in self.sessions.values() if s.store_failure]
+        last = self._last_store_failure
+        recent = last is not None and time.time() - last[0] < STORE_FAILURE_WINDOW_S
         return {
-            "status": "ok" if self.sip is not None else "starting",
+            "status": "starting" if self.sip is None else ("degraded" if failing or recent else "ok"),
             "active_calls": len(self.sessions),
             "sip": {"host": self.settings.sip.host, "port": self.settings.sip.port, "transports": self.settings.sip.transports},
             "asr": {"model": self.speech.asr_model if self.speech else None},
             "nlu": {"version": self.speech.nlu_version if self.speech else None},
-            "database": make_url(self.settings.database.url).render_as_string(hide_password=True),
+            "database": {
+                "url": make_url(self.settings.database.url).render_as_string(hide_password=True),
+                "unrecorded_calls": self._unrecorded_calls + len(failing),
+                "last_failure": failing[-1] if failing else (last[1] if last else None),
+            },
             "uptime_s": round(time.time() - self.started_at, 1) if self.started_at else None,
         }
 

@@ -53,6 +53,9 @@ def test_a_full_disk_keeps_the_caller_in_voice_and_recording_resumes_after(small
         assert "hanging up" not in log  # not dropped with a 500
         # The caller was answered and served (hold, then goodbye), though nothing could be stored.
         assert unrecorded.returncode == 1 and "no ended record" in unrecorded.stdout, unrecorded.stdout
+        health = gateway.get("/healthz")
+        assert health["status"] == "degraded", health
+        assert health["database"]["unrecorded_calls"] == 1 and "full" in health["database"]["last_failure"]
 
         filler.unlink()
         recorded = call(gateway, wav, "+14155554002")
