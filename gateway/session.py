@@ -120,7 +120,6 @@ class _Progress:
     no_inputs: int = 0
     reprompts: int = 0
     decisions: int = 0
-    route: str | None = None
     intent: str | None = None
     confidence: float | None = None
     ranking: list[dict[str, float]] = field(default_factory=list)
@@ -350,7 +349,6 @@ class CallSession:
             self._progress.reprompts += 1
             await self._reprompt(Prompt.REPROMPT)
             return
-        self._progress.route = decision.route
         await self._enter(CallState.ACTING)
         if decision.route == "whatsapp":
             self._outcome = "deflected"

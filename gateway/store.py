@@ -462,11 +462,6 @@ class Store:
             record["messages"] = [_columns(m, exclude={"call_id"}) for m in row.messages]
             return record
 
-    def pending_messages(self) -> list[dict[str, Any]]:
-        with self._sessions() as s:
-            rows = s.scalars(select(OutboxRow).where(OutboxRow.status == "pending").order_by(OutboxRow.id))
-            return [_columns(m) for m in rows]
-
     # WhatsApp outbox delivery (gateway.whatsapp.outbox is the only caller)
 
     def claim_outbox_message(

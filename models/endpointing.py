@@ -137,11 +137,6 @@ class Endpointer:
         self._start_ms = 0
         self._speech_end_ms = 0
 
-    @property
-    def in_speech(self) -> bool:
-        """True between SpeechStarted and UtteranceEnded."""
-        return self._speaking
-
     def begin_turn(self, at_frame_index: int, config: EndpointerConfig | None = None) -> None:
         """Start a new listening turn at frame ``at_frame_index``, with its own config.
 

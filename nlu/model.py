@@ -170,16 +170,6 @@ class IntentModel:
         ranking = tuple(IntentScore(self.labels[i], float(probs[i])) for i in order[:RANKING_SIZE])
         return IntentResult(text, self.labels[top], float(probs[top]), ranking)
 
-    def parse_batch(self, texts: Sequence[str]) -> list[IntentResult]:
-        """``parse`` for many texts, with batched embeddings (evaluation, benchmarks)."""
-        texts = list(texts)
-        content = [i for i, t in enumerate(texts) if textnorm.has_content(t)]
-        probs = self.probabilities_many([texts[i] for i in content])
-        out: list[IntentResult | None] = [None] * len(texts)
-        for row, i in enumerate(content):
-            out[i] = self._result(texts[i], probs[row])
-        return [r if r is not None else self._no_content(t) for r, t in zip(out, texts)]
-
     # --- persistence ---------------------------------------------------------------
 
     @classmethod

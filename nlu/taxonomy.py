@@ -51,6 +51,3 @@ DESCRIPTIONS: dict[str, str] = {
 
 assert set(DESCRIPTIONS) == set(INTENTS)  # keep the two tables in step
 
-
-def is_known(intent: str) -> bool:
-    return intent in DESCRIPTIONS
