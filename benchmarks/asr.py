@@ -6,8 +6,9 @@ Clips: ~20 Asterisk core prompts per language (8 kHz telephone recordings with t
 official transcripts, chosen deterministically) plus JFK. For each model:
 
 * ``short``: :class:`models.transcribe.Transcriber` (window = utterance + padding).
-* ``30s``: faster-whisper's own ``WhisperModel.transcribe`` (every input padded to 30 s),
-  greedy, language forced, no conditioning on previous text: the baseline.
+* ``30s``: :meth:`Transcriber.transcribe_full_window`, faster-whisper's own decoding on the
+  same model (every input padded to 30 s), greedy, language forced, no conditioning on
+  previous text: the baseline.
 
 Both are given the reference language (so WER compares decoding, not detection); the short
 path is also run undirected to report how often it picks the right language. Prints a
@@ -30,9 +31,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from models.audio import load_audio  # noqa: E402
+from models.corpora import JFK_FLAC, JFK_TEXT, Clip, asterisk_clips, select_clips  # noqa: E402
 from models.evaluation import word_error_rate  # noqa: E402
 from models.transcribe import Transcriber, TranscriberConfig, default_cache_dir  # noqa: E402
-from tests.speech_corpora import JFK_FLAC, JFK_TEXT, Clip, asterisk_clips, select_clips  # noqa: E402
 
 RESULTS = REPO_ROOT / "benchmarks" / "results" / "asr.json"
 
@@ -61,14 +62,10 @@ def run_short(transcriber: Transcriber, audio: list[np.ndarray], clips: list[Cli
 
 
 def run_30s(transcriber: Transcriber, audio: list[np.ndarray], clips: list[Clip]) -> dict:
-    whisper = transcriber._whisper  # the same loaded model: only the decoding path differs
     hyps, latencies = [], []
     for a, c in zip(audio, clips):
         started = time.perf_counter()
-        segments, _ = whisper.transcribe(
-            a, language=c.language if transcriber.multilingual else None, beam_size=1,
-            condition_on_previous_text=False, without_timestamps=True)
-        hyps.append(" ".join(s.text.strip() for s in segments))
+        hyps.append(transcriber.transcribe_full_window(a, language=c.language))
         latencies.append(time.perf_counter() - started)
     return {"hyps": hyps, "latencies": latencies, "dropped": sum(not h for h in hyps), "language_accuracy": None}
 

@@ -34,8 +34,8 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from gateway.calling import synthesize  # noqa: E402
-from gateway.testing import RunningGateway, start_gateway  # noqa: E402
+from gateway.dev.caller import synthesize  # noqa: E402
+from gateway.dev.harness import RunningGateway, start_gateway  # noqa: E402
 from models.audio import frames_from_pcm, load_audio, float32_to_pcm16  # noqa: E402
 from models.vad import WebRtcVad  # noqa: E402
 

@@ -13,7 +13,7 @@
   transcripts of the held-out texts next to the same texts clean.
 
 Every step runs ``puente nlu train`` / ``puente nlu eval --json`` as a subprocess (through
-``python -m gateway.nlu_cli``, the same commands). Writes ``benchmarks/results/nlu.json``.
+``python -m gateway.cli.nlu``, the same commands). Writes ``benchmarks/results/nlu.json``.
 """
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ PUBLISHED = {
 
 def cli(*args: str) -> str:
     """Run ``puente nlu ARGS`` as a subprocess; its stdout. Progress (stderr) passes through."""
-    cmd = [sys.executable, "-m", "gateway.nlu_cli", *args]
+    cmd = [sys.executable, "-m", "gateway.cli.nlu", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     done = subprocess.run(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True, env=env)
     if done.returncode != 0:

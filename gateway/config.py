@@ -4,21 +4,41 @@ Every setting has a documented default, so ``puente serve`` runs with no file at
 all. Environment variables use the prefix ``PUENTE_`` and ``__`` between levels:
 ``PUENTE_SIP__PORT=5070``, ``PUENTE_DATABASE__URL=postgresql+psycopg://…``,
 ``PUENTE_ROUTING__AGENT_URI=sip:agents@pbx.example``. Values are parsed as YAML
-scalars, so ``PUENTE_ASR__LANGUAGES='[es, en]'`` works too.
+scalars, so ``PUENTE_LINES__DEFAULT__LANGUAGES='[es, en]'`` works too.
+
+The ``sip``, ``endpointing`` and ``asr`` sections configure the parts' own frozen
+dataclasses (:class:`~sip.config.SipConfig`, :class:`~models.endpointing.EndpointerConfig`,
+:class:`~models.transcribe.TranscriberConfig`): one setting per dataclass field, under the
+same name, with the dataclass's default. :class:`Settings` derives the dataclasses
+(``sip_config``, ``endpointer_config``, ``transcriber_config``), and validating the settings
+runs the parts' own checks, so a value a part refuses is a :class:`ConfigError` at load.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
-from gateway.flows.settings import FlowSettings
-from nlu.taxonomy import INTENTS
+from models import EndpointerConfig, TranscriberConfig
+from nlu import DEFAULT_RASA_TIMEOUT_S, INTENTS
+from nlu import default_cache_dir as default_nlu_cache_dir
+from sip import SipConfig
 
 ENV_PREFIX = "PUENTE_"
 Route = Literal["whatsapp", "voice"]
@@ -33,18 +53,44 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+#: A path setting; ``~`` is expanded, so YAML and environment values may use it.
+ExpandedPath = Annotated[Path, AfterValidator(Path.expanduser)]
+
+
+def _part_field(part: type, name: str, **constraints: Any) -> Any:
+    """A settings ``Field`` for ``part``'s dataclass field ``name``, with that field's default.
+
+    The default is read, never restated, so the YAML and the part alone cannot disagree; a
+    ``default_factory`` (e.g. a cache dir from ``$XDG_CACHE_HOME``) stays one, run when the
+    settings are made. The default is validated too: a part default that the setting's
+    constraints refuse fails at import, not in production.
+    """
+    spec = {f.name: f for f in dataclasses.fields(part)}[name]
+    if spec.default_factory is not dataclasses.MISSING:
+        return Field(default_factory=spec.default_factory, validate_default=True, **constraints)
+    return Field(spec.default, validate_default=True, **constraints)
+
+
 class SipSettings(_Section):
-    host: str = Field("127.0.0.1", description="Address SIP and RTP bind to.")
-    port: int = Field(5060, ge=1, le=65535, description="SIP port (UDP and TCP).")
-    transports: list[Literal["udp", "tcp"]] = ["udp", "tcp"]
-    public_host: str | None = Field(None, description="Address advertised in Contact/SDP; default: host.")
-    allowed_networks: list[str] = Field(
-        ["127.0.0.0/8", "::1/128"], description="Source networks whose INVITEs are answered; others get 403."
+    """The SIP edge: the fields of :class:`sip.config.SipConfig`, same names and defaults."""
+
+    host: str = _part_field(SipConfig, "host", min_length=1, description="Address SIP and RTP bind to.")
+    port: int = _part_field(SipConfig, "port", ge=1, le=65535, description="SIP port (UDP and TCP).")
+    transports: tuple[Literal["udp", "tcp"], ...] = _part_field(
+        SipConfig, "transports", min_length=1, description="Transports SIP listens on."
     )
-    codecs: list[str] = ["opus/48000", "G722/16000", "PCMU/8000", "PCMA/8000"]
-    rtp_port: int = Field(40000, ge=1024, le=65000)
-    max_calls: int = Field(32, ge=1)
-    log_level: int = Field(0, ge=0, le=6, description="pjsua2 log verbosity.")
+    public_host: str | None = _part_field(SipConfig, "public_host", description="Address advertised in Contact/SDP; default: host.")
+    allowed_networks: tuple[str, ...] = _part_field(
+        SipConfig, "allowed_networks", description="Source networks (CIDR) whose INVITEs are answered; others get 403."
+    )
+    codecs: tuple[str, ...] = _part_field(
+        SipConfig, "codecs", min_length=1, description="name/clock_rate codec ids in priority order; every other codec is disabled."
+    )
+    rtp_port: int = _part_field(SipConfig, "rtp_port", ge=1024, le=65000, description="First local RTP port.")
+    rtp_port_range: int = _part_field(SipConfig, "rtp_port_range", ge=0, description="How many ports above rtp_port RTP may use.")
+    max_calls: int = _part_field(SipConfig, "max_calls", ge=1, description="Calls held at once.")
+    user_agent: str = _part_field(SipConfig, "user_agent", min_length=1, description="User-Agent/Server header of our SIP messages.")
+    log_level: int = _part_field(SipConfig, "log_level", ge=0, le=6, description="pjsua2 log verbosity.")
 
 
 class HttpSettings(_Section):
@@ -57,22 +103,80 @@ class DatabaseSettings(_Section):
 
 
 class AsrSettings(_Section):
-    model: str = Field("base", description='"base" (bundled multilingual), "tiny.en", or a CTranslate2 Whisper directory.')
-    compute_type: str = "int8"
-    cpu_threads: int = Field(0, ge=0, description="0 = let CTranslate2 decide.")
-    workers: int = Field(1, ge=1, description="Utterances transcribed at once (one shared model).")
-    cache_dir: Path = Field(Path("~/.cache/puente"), description="Where the bundled model is assembled once.")
+    """Whisper: the fields of :class:`models.transcribe.TranscriberConfig`, same names and defaults,
+    except ``workers`` (its ``num_workers``) and ``languages``, which come from ``lines``."""
+
+    model: str = _part_field(
+        TranscriberConfig, "model", min_length=1,
+        description='"base" (bundled multilingual), "tiny.en", or a CTranslate2 Whisper directory.',
+    )
+    cache_dir: ExpandedPath = _part_field(
+        TranscriberConfig, "cache_dir", description="Where the bundled model is assembled once ($XDG_CACHE_HOME/puente/models)."
+    )
+    device: str = _part_field(TranscriberConfig, "device", description='"cpu" or "cuda".')
+    compute_type: str = _part_field(TranscriberConfig, "compute_type", description="CTranslate2 quantisation; int8 is fastest on CPU.")
+    cpu_threads: int = _part_field(TranscriberConfig, "cpu_threads", ge=0, description="Threads per worker; 0: the cores divided among the workers.")
+    # The YAML key predates the part's name for it (num_workers); transcriber_config maps it.
+    workers: int = _part_field(TranscriberConfig, "num_workers", ge=1, description="Utterances transcribed at once (one shared model).")
+    beam_size: int = _part_field(TranscriberConfig, "beam_size", ge=1, description="1 (greedy) is ~2x cheaper than 5, as accurate on short utterances.")
+    window_padding_s: float = _part_field(
+        TranscriberConfig, "window_padding_s", ge=0, description="Silence appended after the utterance before encoding."
+    )
+    no_speech_threshold: float = _part_field(
+        TranscriberConfig, "no_speech_threshold", ge=0, le=1,
+        description="Text is dropped when the no-speech probability is above this and the average log-probability below logprob_threshold.",
+    )
+    logprob_threshold: float = _part_field(TranscriberConfig, "logprob_threshold", le=0, description="See no_speech_threshold.")
+    min_avg_logprob: float = _part_field(
+        TranscriberConfig, "min_avg_logprob", le=0, description="Text is dropped below this average log-probability, whatever the no-speech probability."
+    )
+    max_tokens_per_second: float = _part_field(
+        TranscriberConfig, "max_tokens_per_second", gt=0, description="Generated tokens per second of audio, at most (stops runaway repetition)."
+    )
+    max_tokens_base: int = _part_field(TranscriberConfig, "max_tokens_base", ge=0, description="Tokens allowed on top of max_tokens_per_second.")
+    min_speech_ms: int = _part_field(
+        TranscriberConfig, "min_speech_ms", ge=0, description="Audio given without its speech end and with less voiced audio (per webrtcvad) is not decoded."
+    )
 
 
 class EndpointingSettings(_Section):
-    end_silence_ms: int = Field(600, ge=100, description="Trailing silence that ends an utterance.")
-    no_input_ms: int = Field(5000, ge=500, description="Silence after a prompt before the no-input path.")
-    max_utterance_ms: int = Field(15000, ge=1000)
-    vad_aggressiveness: int = Field(2, ge=0, le=3)
+    """Where utterances start and end: the fields of :class:`models.endpointing.EndpointerConfig`,
+    same names and defaults, plus the aggressiveness of the VAD the endpointer listens through."""
+
+    speech_start_ms: int = _part_field(EndpointerConfig, "speech_start_ms", description="Window in which speech must dominate to start an utterance.")
+    speech_start_ratio: float = _part_field(
+        EndpointerConfig, "speech_start_ratio", gt=0, le=1, description="Share of voiced frames in that window that starts an utterance."
+    )
+    end_silence_ms: int = _part_field(EndpointerConfig, "end_silence_ms", ge=100, description="Trailing silence that ends an utterance.")
+    max_utterance_ms: int = _part_field(EndpointerConfig, "max_utterance_ms", ge=1000, description="An utterance is cut at this length.")
+    # An int, not the part's ``int | None``: the gateway's no-input path (routing.max_no_input) needs the event.
+    no_input_ms: int = _part_field(EndpointerConfig, "no_input_ms", ge=500, description="Silence after a prompt before the no-input path.")
+    pre_roll_ms: int = _part_field(EndpointerConfig, "pre_roll_ms", ge=0, description="Audio kept before the detected start (the VAD fires late).")
+    tail_ms: int = _part_field(EndpointerConfig, "tail_ms", ge=0, description="Silence kept after the last voiced frame.")
+    vad_aggressiveness: int = Field(2, ge=0, le=3, description="webrtcvad aggressiveness, 0 (least) to 3 (most eager to call audio non-speech).")
 
 
 class NluSettings(_Section):
-    model: Path | None = Field(None, description="Model directory; default: trained once from the bundled data.")
+    """The intent classifier: the embedded model, or an existing Rasa server in front of it."""
+
+    model: ExpandedPath | None = Field(None, description="Model directory; default: trained once from the bundled data.")
+    cache_dir: ExpandedPath = Field(
+        default_factory=default_nlu_cache_dir, description="Where the bundled model is trained once ($XDG_CACHE_HOME/puente/nlu)."
+    )
+    backend: Literal["embedded", "rasa"] = Field(
+        "embedded", description="embedded: the model above answers; rasa: a Rasa server answers, the model when Rasa cannot."
+    )
+    rasa_url: str | None = Field(
+        None, pattern=r"^https?://", description="Base URL of the Rasa server (POST {rasa_url}/model/parse); required with backend rasa."
+    )
+    rasa_timeout_s: float = Field(DEFAULT_RASA_TIMEOUT_S, gt=0, description="Wait for Rasa per utterance before the embedded model answers.")
+    rasa_token: SecretStr | None = Field(None, description="Rasa's --auth-token, sent as ?token=; none: no auth.")
+
+    @model_validator(mode="after")
+    def _rasa_has_url(self) -> "NluSettings":
+        if self.backend == "rasa" and self.rasa_url is None:
+            raise ValueError("backend rasa needs rasa_url (e.g. http://rasa.local:5005)")
+        return self
 
 
 class LineSettings(_Section):
@@ -254,13 +358,58 @@ class WhatsAppSettings(_Section):
         return self.access_token is None
 
 
+def _handoff_words() -> dict[str, list[str]]:
+    return {
+        "es": ["agente", "asesor", "asesora", "persona", "humano", "operador", "operadora"],
+        "en": ["agent", "human", "person", "representative", "operator"],
+    }
+
+
+class FlowSettings(_Section):
+    """Self-service flows that continue a deflected call on WhatsApp."""
+
+    enabled: bool = Field(True, description="Answer customers' WhatsApp replies with the flows; off: replies are only recorded.")
+    file: Path | None = Field(None, description="Flows YAML; default: the bundled gateway/flows/default_flows.yaml.")
+    backend_url: str | None = Field(
+        None,
+        description="Value of {backend_url} in the flows' backend URLs; default: this gateway's own /demo-backend "
+                    "(a stand-in for the customer's systems, for the offline demo only).",
+    )
+    backend_timeout_s: float = Field(5.0, gt=0, description="Timeout of one backend call when the step sets none.")
+    handoff_webhook_url: str | None = Field(None, description="Where a handoff to a human chat agent is POSTed (JSON); none: only recorded.")
+    handoff_secret: SecretStr | None = Field(
+        None, description="Signs each handoff body: header X-Puente-Signature-256: sha256=<HMAC-SHA256 hex>; none: unsigned.",
+    )
+    handoff_timeout_s: float = Field(5.0, gt=0, description="HTTP timeout of one handoff webhook attempt.")
+    handoff_attempts: int = Field(3, ge=1, description="Immediate attempts of the handoff webhook (with backoff) before it is marked failed.")
+    handoff_backoff_s: float = Field(0.5, ge=0, description="First delay between handoff attempts (jittered: half to all of it); doubles each time, up to handoff_retry_interval_s.")
+    handoff_retry_interval_s: float = Field(60.0, gt=0, description="A failed handoff webhook is tried again this often, in the background.")
+    handoff_max_attempts: int = Field(30, ge=1, description="Total handoff attempts before giving up for good (status stays failed).")
+    handoff_words: dict[str, list[str]] = Field(
+        default_factory=_handoff_words, description="language → words that ask for a human at any step (whole words, any case).",
+    )
+    recover_window_s: float = Field(
+        600.0, ge=0, description="At start-up, customer messages this recent that a crash left unanswered are handled.",
+    )
+    max_invalid: int = Field(2, ge=1, description="Invalid answers to one question before the customer is handed to an agent.")
+    csat: bool = Field(True, description="Ask the 1–5 satisfaction question after a flow resolves.")
+    demo_backend: bool = Field(True, description="Serve the demo backend under /demo-backend (answers the default flows offline).")
+
+    @model_validator(mode="after")
+    def _valid(self) -> "FlowSettings":
+        if self.handoff_max_attempts < self.handoff_attempts:
+            raise ValueError("handoff_max_attempts must be at least handoff_attempts")
+        return self
+
+
 class Settings(_Section):
     sip: SipSettings = SipSettings()
     http: HttpSettings = HttpSettings()
     database: DatabaseSettings = DatabaseSettings()
-    asr: AsrSettings = AsrSettings()
+    # Made per Settings, not at import: their cache dirs follow $XDG_CACHE_HOME when loaded.
+    asr: AsrSettings = Field(default_factory=AsrSettings)
     endpointing: EndpointingSettings = EndpointingSettings()
-    nlu: NluSettings = NluSettings()
+    nlu: NluSettings = Field(default_factory=NluSettings)
     routing: RoutingSettings = RoutingSettings()
     lines: dict[str, LineSettings] = Field(
         default_factory=lambda: {
@@ -276,6 +425,37 @@ class Settings(_Section):
 
     def line(self, extension: str) -> LineSettings:
         return self.lines.get(extension) or self.lines.get("default") or LineSettings()
+
+    @property
+    def languages(self) -> tuple[str, ...]:
+        """Every language some line speaks, in the order the lines name them."""
+        return tuple(dict.fromkeys(lang for line in self.lines.values() for lang in line.languages))
+
+    # The one place the parts' configs are derived: by field name, renamed fields mapped here.
+
+    def sip_config(self) -> SipConfig:
+        return SipConfig(**self.sip.model_dump())
+
+    def endpointer_config(self) -> EndpointerConfig:
+        # vad_aggressiveness configures the VAD the endpointer is handed, not the endpointer.
+        return EndpointerConfig(**self.endpointing.model_dump(exclude={"vad_aggressiveness"}))
+
+    def transcriber_config(self) -> TranscriberConfig:
+        return TranscriberConfig(
+            **self.asr.model_dump(exclude={"workers"}),
+            num_workers=self.asr.workers,  # YAML key kept from before the part's name
+            languages=self.languages,  # callers may speak what their lines allow, nothing else
+        )
+
+    @model_validator(mode="after")
+    def _parts_accept(self) -> "Settings":
+        # The parts check their own configs (__post_init__): run those checks at load, naming the section.
+        for section, derive in (("sip", self.sip_config), ("endpointing", self.endpointer_config), ("asr", self.transcriber_config)):
+            try:
+                derive()
+            except ValueError as exc:
+                raise PydanticCustomError("part_config", "{section}: {error}", {"section": section, "error": str(exc)}) from None
+        return self
 
 
 def load_settings(
@@ -308,7 +488,8 @@ def load_settings(
         return Settings.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+            # Whole-settings checks (the parts' own) have no location; their message names the section.
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" if err["loc"] else err["msg"] for err in exc.errors()
         )
         raise ConfigError(f"invalid configuration: {problems}") from exc
 

@@ -13,27 +13,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.call.numbers import caller_number
+from gateway.call.prompts import PromptLibrary
+from gateway.call.routing import RoutingPolicy
+from gateway.call.session import CallSession, FrameIn, SessionDeps
+from gateway.call.speech import SpeechPipeline
 from gateway.config import Settings
-from gateway.numbers import caller_number
-from gateway.prompts import PromptLibrary
-from gateway.routing import RoutingPolicy
-from gateway.session import CallSession, FrameIn, SessionDeps
-from gateway.speech import SpeechPipeline
-from gateway.store import Store
-from gateway.store_async import AsyncStore
 from gateway.flows import FlowEngine
+from gateway.store import Store
 from gateway.whatsapp import WhatsAppChannel, build_whatsapp, local_base
-from models.audio import AudioFrame
-from models.endpointing import Endpointer, EndpointerConfig
-from models.transcribe import Transcriber, TranscriberConfig
-from models.vad import WebRtcVad
-from sqlalchemy.engine import make_url
-from nlu.bundled import load_or_train_default
-from nlu.classifier import IntentClassifier
-from nlu.model import IntentModel
-from sip.config import SipConfig
-from sip.endpoint import SipEndpoint
-from sip.events import CallEvent, IncomingCall
+from models import AudioFrame, Endpointer, Transcriber, WebRtcVad
+from nlu import IntentClassifier, IntentModel, RasaClassifier, load_or_train_default
+from sip import CallEvent, IncomingCall, SipEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -49,22 +40,18 @@ class StartupReport:
 
 
 def load_classifier(settings: Settings) -> IntentClassifier:
-    if settings.nlu.model is not None:
-        return IntentModel.load(settings.nlu.model)
-    return load_or_train_default(settings.asr.cache_dir.expanduser() / "nlu")
+    """The embedded model (``nlu.model``, or the bundled one trained once into ``nlu.cache_dir``);
+    with ``nlu.backend: rasa`` a Rasa server answers, and the embedded model whenever it cannot."""
+    nlu = settings.nlu
+    model = IntentModel.load(nlu.model) if nlu.model is not None else load_or_train_default(nlu.cache_dir)
+    if nlu.backend == "embedded":
+        return model
+    token = nlu.rasa_token.get_secret_value() if nlu.rasa_token else None
+    return RasaClassifier(nlu.rasa_url, fallback=model, timeout_s=nlu.rasa_timeout_s, token=token)
 
 
 def build_transcriber(settings: Settings) -> Transcriber:
-    return Transcriber(
-        TranscriberConfig(
-            model=settings.asr.model,
-            cache_dir=settings.asr.cache_dir.expanduser(),
-            compute_type=settings.asr.compute_type,
-            cpu_threads=settings.asr.cpu_threads,
-            num_workers=settings.asr.workers,
-            languages=tuple(sorted({lang for line in settings.lines.values() for lang in line.languages})),
-        )
-    )
+    return Transcriber(settings.transcriber_config())
 
 
 class Gateway:
@@ -73,7 +60,7 @@ class Gateway:
         self.sessions: dict[str, CallSession] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.store: AsyncStore | None = None
+        self.store: Store | None = None
         self.speech: SpeechPipeline | None = None
         self.sip: SipEndpoint | None = None
         self.whatsapp: WhatsAppChannel | None = None
@@ -90,11 +77,9 @@ class Gateway:
         """Open everything, or fail with a clear error before taking any call."""
         s = self.settings
         self._loop = asyncio.get_running_loop()
-        languages = {lang for line in s.lines.values() for lang in line.languages}
-        self._prompts = PromptLibrary(languages, s.prompts_dir)
-        store = Store(s.database.url)
-        closed = store.close_interrupted_calls("gateway restarted while the call was up")
-        self.store = AsyncStore(store)
+        self._prompts = PromptLibrary(s.languages, s.prompts_dir)
+        self.store = Store(s.database.url)
+        closed = await self.store.calls.close_interrupted("gateway restarted while the call was up")
         # Self-service flows answer the customer's WhatsApp replies (FlowError on a bad flows file).
         self.flows = FlowEngine(self.store, s.flows, backend_url=local_base(s) + "/demo-backend")
         # Sandbox unless whatsapp.access_token is set; the sender retries until the HTTP server is up.
@@ -106,14 +91,7 @@ class Gateway:
             asyncio.to_thread(build_transcriber, s), asyncio.to_thread(load_classifier, s)
         )
         self.speech = SpeechPipeline(transcriber, classifier, workers=s.asr.workers)
-        self.sip = SipEndpoint(
-            SipConfig(
-                host=s.sip.host, port=s.sip.port, transports=tuple(s.sip.transports), public_host=s.sip.public_host,
-                allowed_networks=tuple(s.sip.allowed_networks), codecs=tuple(s.sip.codecs), rtp_port=s.sip.rtp_port,
-                max_calls=s.sip.max_calls, log_level=s.sip.log_level,
-            ),
-            handler=self,
-        )
+        self.sip = SipEndpoint(s.sip_config(), handler=self)
         await asyncio.to_thread(self.sip.start)
         self.started_at = time.time()
         return StartupReport(self.speech.asr_model, self.speech.nlu_version, closed)
@@ -148,14 +126,7 @@ class Gateway:
 
     def _open_session(self, call: IncomingCall) -> None:
         s = self.settings
-        endpointer = Endpointer(
-            WebRtcVad(s.endpointing.vad_aggressiveness),
-            EndpointerConfig(
-                end_silence_ms=s.endpointing.end_silence_ms,
-                no_input_ms=s.endpointing.no_input_ms,
-                max_utterance_ms=s.endpointing.max_utterance_ms,
-            ),
-        )
+        endpointer = Endpointer(WebRtcVad(s.endpointing.vad_aggressiveness), s.endpointer_config())
         deps = SessionDeps(
             settings=s, telephony=self.sip, store=self.store, speech=self.speech, policy=self._policy,
             prompts=self._prompts, endpointer=endpointer,
@@ -184,10 +155,16 @@ class Gateway:
         """Load ``model_dir`` and serve it from the next utterance on, without a restart.
 
         Returns (previous version, new version). A directory that does not load raises
-        ``ModelLoadError`` and the running model keeps serving.
+        ``ModelLoadError`` and the running model keeps serving. With ``nlu.backend: rasa``
+        Rasa keeps answering: the model replaces the embedded fallback behind it, and the
+        versions are the fallback's.
         """
         model = await asyncio.to_thread(IntentModel.load, model_dir)
-        previous = self.speech.swap_classifier(model)
+        current = self.speech.classifier
+        if isinstance(current, RasaClassifier):
+            previous, current.fallback = current.fallback, model
+        else:
+            previous = self.speech.swap_classifier(model)
         log.info("intent model %s replaced %s", model.version, previous.version)
         return previous.version, model.version
 
@@ -205,7 +182,7 @@ class Gateway:
             "asr": {"model": self.speech.asr_model if self.speech else None},
             "nlu": {"version": self.speech.nlu_version if self.speech else None},
             "database": {
-                "url": make_url(self.settings.database.url).render_as_string(hide_password=True),
+                "url": self.store.database.display_url if self.store else None,
                 "unrecorded_calls": self._unrecorded_calls + len(failing),
                 "last_failure": failing[-1] if failing else (last[1] if last else None),
             },

@@ -48,9 +48,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from models.audio import (
-    FRAME_BYTES, FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, AudioFrame, float32_to_pcm16, pcm16_to_float32)
-from models.vad import WebRtcVad
+from models.audio import SAMPLE_RATE, as_float32, as_pcm16
+from models.vad import WebRtcVad, speech_extent
 
 if TYPE_CHECKING:
     from models.transcribe import Transcriber
@@ -206,32 +205,20 @@ class AnswerRecognizer:
         another language, or audio longer than one answer can be.
         """
         started = time.perf_counter()
-        samples = pcm16_to_float32(audio) if isinstance(audio, (bytes, bytearray, memoryview)) else (
-            np.asarray(audio, dtype=np.float32)
-        )
-        if samples.ndim != 1:
-            raise ValueError(f"expected mono audio (1-D), got shape {samples.shape}")
+        samples = as_float32(audio)
         if len(samples) / SAMPLE_RATE > _MAX_ANSWER_S:
             raise ValueError(f"{len(samples) / SAMPLE_RATE:.1f} s is too long for a short answer")
         compiled = self._compile(grammar, language)
-        if not self._voiced(samples):
+        if not self._voiced(as_pcm16(audio)):
             return AnswerResult(None, -math.inf, 0.0, {c: -math.inf for c in compiled.choices} | {"other": 0.0},
                                 time.perf_counter() - started, reason="no_speech_detected")
         lead = np.zeros(int(self.lead_padding_s * SAMPLE_RATE), dtype=np.float32)
         scores = self._score(np.concatenate([lead, samples]), compiled)
         return self._decide(scores, compiled.choices, time.perf_counter() - started)
 
-    def _voiced(self, samples: np.ndarray) -> bool:
+    def _voiced(self, pcm: bytes) -> bool:
         """At least ``min_voiced_ms`` of frames that a fresh webrtcvad calls speech."""
-        vad = WebRtcVad(self.vad_aggressiveness)
-        pcm = float32_to_pcm16(samples)
-        needed = -(-self.min_voiced_ms // FRAME_MS)
-        voiced = 0
-        for i in range(len(samples) // FRAME_SAMPLES):
-            voiced += vad.is_speech(AudioFrame(pcm=pcm[i * FRAME_BYTES : (i + 1) * FRAME_BYTES], index=i))
-            if voiced >= needed:
-                return True
-        return False
+        return speech_extent(pcm, WebRtcVad(self.vad_aggressiveness)).voiced_ms >= self.min_voiced_ms
 
     # --- scoring -------------------------------------------------------------------------
 

@@ -70,6 +70,22 @@ def float32_to_pcm16(audio: "np.ndarray") -> bytes:
     return (np.round(clipped * 32768.0)).astype("<i2").tobytes()
 
 
+def as_float32(audio: "np.ndarray | bytes") -> "np.ndarray":
+    """Mono 16 kHz audio, given as float32 samples or PCM16 bytes, as float32 samples."""
+    import numpy as np
+
+    samples = pcm16_to_float32(audio) if isinstance(audio, (bytes, bytearray, memoryview)) else (
+        np.asarray(audio, dtype=np.float32))
+    if samples.ndim != 1:
+        raise ValueError(f"expected mono audio (1-D), got shape {samples.shape}")
+    return samples
+
+
+def as_pcm16(audio: "np.ndarray | bytes") -> bytes:
+    """The same audio as PCM16 bytes (what the VAD reads); bytes pass through unconverted."""
+    return bytes(audio) if isinstance(audio, (bytes, bytearray, memoryview)) else float32_to_pcm16(audio)
+
+
 def load_audio(path: str | Path) -> "np.ndarray":
     """Decode any audio file (WAV, FLAC, 8 kHz telephony…) to float32 mono 16 kHz.
 

@@ -87,9 +87,15 @@ class SpeechStarted:
 class UtteranceEnded:
     """One utterance, ready for transcription.
 
-    ``pcm`` (16 kHz PCM16) runs from ``pcm_start_ms`` (``start_ms`` minus the pre-roll)
-    to ``speech_end_ms`` plus a short tail. ``detected_ms - speech_end_ms`` is the time
-    spent waiting for the end (== ``end_silence_ms`` for reason ``"silence"``).
+    All ``*_ms`` fields are on the call's frame clock (``AudioFrame.start_ms``). ``pcm``
+    (16 kHz PCM16, whole frames) starts at ``pcm_start_ms``: ``start_ms`` minus
+    ``pre_roll_ms`` rounded up to whole frames, or later when fewer frames had arrived
+    since the turn began or the previous utterance ended. Frames lost inside it are
+    zeros, so call time ``t`` is at sample ``(t - pcm_start_ms) * 16`` of ``pcm``, and
+    the speech ends at :attr:`speech_end_in_pcm_s` into it. ``pcm`` ends ``tail_ms``
+    (rounded up to a whole frame) after ``speech_end_ms``, or at ``detected_ms`` if that
+    comes first. ``detected_ms - speech_end_ms`` is the time spent waiting for the end
+    (== ``end_silence_ms`` for reason ``"silence"``).
     """
 
     pcm: bytes
@@ -102,6 +108,12 @@ class UtteranceEnded:
     @property
     def endpointing_wait_ms(self) -> int:
         return self.detected_ms - self.speech_end_ms
+
+    @property
+    def speech_end_in_pcm_s(self) -> float:
+        """Where the speech ends inside ``pcm``, in seconds from its first sample (the
+        ``speech_end_s`` that :meth:`models.transcribe.Transcriber.transcribe` takes)."""
+        return (self.speech_end_ms - self.pcm_start_ms) / 1000
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,8 @@ utterance again ("Thank you. Thank you."). We decode **with timestamps** and kee
 segments that start inside the real audio, bound the number of new tokens by the duration,
 and, as a last guard, remove a trailing sentence that repeats the one before it.
 
-Hallucination guards: the input is VAD-gated (no voiced frame → no decode at all), nothing
+Hallucination guards: the input is speech-gated (audio from the endpointer has speech by
+construction; any other audio with too little webrtcvad speech is not decoded at all), nothing
 is conditioned on earlier text, and a result is dropped when Whisper says it is not speech
 or is not confident (``Transcript.dropped`` says why; the text is then "").
 """
@@ -20,15 +21,15 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from models.audio import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, AudioFrame, float32_to_pcm16, pcm16_to_float32
+from models.audio import SAMPLE_RATE, as_float32, as_pcm16
 from models.registry import DEFAULT_MODEL, ModelInfo, locate_model
-from models.vad import VoiceActivityDetector, WebRtcVad
+from models.vad import WebRtcVad, speech_extent
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +72,9 @@ class TranscriberConfig:
       max_tokens_per_second: bound on generated tokens per second of audio (plus
         ``max_tokens_base``); stops runaway repetition. Spanish at a fast pace with
         timestamp tokens stays under 10/s.
-      min_speech_ms: utterances with less voiced audio than this (per the VAD) are not
-        decoded at all: Whisper invents words for noise and silence.
+      min_speech_ms: audio that comes without its speech end and has less voiced audio
+        than this (per webrtcvad) is not decoded at all: Whisper invents words for noise
+        and silence.
     """
 
     model: str = DEFAULT_MODEL
@@ -97,8 +99,8 @@ class Transcript:
     """What Whisper heard in one utterance.
 
     ``text`` is "" whenever ``dropped`` is set; ``dropped`` says why (``"no_speech_detected"``:
-    the VAD found no voice, the model was not run; ``"no_speech"``: Whisper judged it
-    non-speech; ``"low_confidence"``: average log-probability under the threshold).
+    the speech gate found too little voice, the model was not run; ``"no_speech"``: Whisper
+    judged it non-speech; ``"low_confidence"``: average log-probability under the threshold).
     Times are in seconds; ``elapsed_s`` also covers the VAD gate and feature extraction
     (in ``encode_s``), so ``encode_s + decode_s`` ≤ ``elapsed_s``.
     """
@@ -123,23 +125,13 @@ class Transcriber:
     ``num_workers`` decodes in parallel; the rest queue inside CTranslate2.
     """
 
-    def __init__(
-        self,
-        config: TranscriberConfig | None = None,
-        *,
-        vad_factory: Callable[[], VoiceActivityDetector] | None = WebRtcVad,
-    ) -> None:
-        """Load the model (joining ``base`` into the cache on first use).
-
-        ``vad_factory`` makes a fresh VAD per call (VADs may hold state, calls run in
-        parallel); ``None`` disables the speech gate, for callers that already gate.
-        """
+    def __init__(self, config: TranscriberConfig | None = None) -> None:
+        """Load the model (joining ``base`` into the cache on first use)."""
         # Heavy imports here, not at module import: importing models/ must stay cheap.
         import faster_whisper
 
         self.config = config or TranscriberConfig()
         self.info: ModelInfo = locate_model(self.config.model, self.config.cache_dir)
-        self._vad_factory = vad_factory
         threads = self.config.cpu_threads or max(1, (os.cpu_count() or 1) // self.config.num_workers)
         self._whisper = faster_whisper.WhisperModel(
             str(self.info.path),
@@ -150,8 +142,10 @@ class Transcriber:
         )
         self._ct2 = self._whisper.model
         self.multilingual: bool = bool(self._ct2.is_multilingual)
+        #: Language codes the loaded model can transcribe (just "en" for an English-only one).
+        self.supported_languages: frozenset[str] = frozenset(self._whisper.supported_languages)
         if self.multilingual:
-            unknown = [lang for lang in self.config.languages if lang not in _whisper_languages()]
+            unknown = [lang for lang in self.config.languages if lang not in self.supported_languages]
             if unknown or not self.config.languages:
                 raise ValueError(f"languages must be Whisper language codes, got {self.config.languages!r}")
         self._tokenizers: dict[str, object] = {}
@@ -170,6 +164,7 @@ class Transcriber:
         *,
         language: str | None = None,
         languages: Sequence[str] | None = None,
+        speech_end_s: float | None = None,
     ) -> Transcript:
         """Transcribe one utterance (≤ ~28 s) of 16 kHz mono audio.
 
@@ -177,13 +172,19 @@ class Transcriber:
         language; otherwise it is chosen among ``languages`` (default: the configured ones)
         by comparing Whisper's probabilities for those languages only. An English-only
         model always transcribes English.
+
+        ``speech_end_s`` is where the speech ends, in seconds from the first sample of
+        ``audio`` (0 < ``speech_end_s`` ≤ its duration); text that Whisper places after
+        it is dropped. Callers that already know it pass it, and no VAD runs here: for an
+        endpointer's utterance that is :attr:`UtteranceEnded.speech_end_in_pcm_s
+        <models.endpointing.UtteranceEnded.speech_end_in_pcm_s>`, i.e. ``(speech_end_ms -
+        pcm_start_ms) / 1000`` with ``audio`` its ``pcm``; the full duration means "speech
+        throughout" (no gate at all). ``None`` (a WAV file, a clip nobody endpointed): it
+        is found with webrtcvad, and audio with less than ``min_speech_ms`` of speech is
+        dropped as ``"no_speech_detected"`` without running the model.
         """
         started = time.perf_counter()
-        samples = pcm16_to_float32(audio) if isinstance(audio, (bytes, bytearray, memoryview)) else (
-            np.asarray(audio, dtype=np.float32)
-        )
-        if samples.ndim != 1:
-            raise ValueError(f"expected mono audio (1-D), got shape {samples.shape}")
+        samples = as_float32(audio)
         duration = len(samples) / SAMPLE_RATE
         candidates = self._candidate_languages(language, languages)
         if duration + self.config.window_padding_s > _MAX_WINDOW_S:
@@ -193,19 +194,19 @@ class Transcriber:
             )
 
         # Where speech ends bounds the text we keep (see _tokens_inside_audio).
-        speech_end = duration
-        if self._vad_factory is not None:
-            vad_end = self._speech_end_s(samples)
-            if vad_end is None:
+        if speech_end_s is None:
+            speech_end_s = self._measured_speech_end_s(as_pcm16(audio))
+            if speech_end_s is None:
                 return Transcript("", None, 0.0, 1.0, 0.0, duration, time.perf_counter() - started,
                                   dropped="no_speech_detected")
-            speech_end = vad_end
+        elif not 0.0 < speech_end_s <= duration:
+            raise ValueError(f"speech_end_s must be in (0, {duration:.3f}] s, the audio's duration; got {speech_end_s}")
 
         encoding = time.perf_counter()
         encoder_output = self._encode(samples)
         encoded = time.perf_counter()
         lang, lang_prob = self._choose_language(encoder_output, candidates)
-        text, no_speech_prob, avg_logprob = self._decode(encoder_output, lang, duration, speech_end)
+        text, no_speech_prob, avg_logprob = self._decode(encoder_output, lang, duration, speech_end_s)
         decoded = time.perf_counter()
 
         dropped = self._drop_reason(no_speech_prob, avg_logprob)
@@ -221,6 +222,20 @@ class Transcriber:
             decode_s=decoded - encoded,
             dropped=dropped,
         )
+
+    def transcribe_full_window(self, audio: np.ndarray | bytes, *, language: str) -> str:
+        """faster-whisper's own ``WhisperModel.transcribe`` on the same loaded model: the
+        input padded to a 30 s window, ``language`` forced, the configured beam, nothing
+        conditioned on earlier text, and none of this class's gates or guards.
+
+        The baseline the short window is measured against (``benchmarks/asr.py``); 3–4×
+        the compute of :meth:`transcribe` on a short utterance, so not for calls.
+        """
+        (forced,) = self._candidate_languages(language, None)
+        segments, _ = self._whisper.transcribe(
+            as_float32(audio), language=forced, beam_size=self.config.beam_size,
+            condition_on_previous_text=False, without_timestamps=True)
+        return " ".join(s.text.strip() for s in segments)
 
     # --- access for other decoders of the same model (models.answers) ---------------------
 
@@ -245,25 +260,16 @@ class Transcriber:
                 raise ValueError(f"model {self.info.name} is English-only; cannot transcribe {language or languages!r}")
             return ("en",)
         chosen = (language,) if language else tuple(languages or self.config.languages)
-        unknown = [lang for lang in chosen if lang not in _whisper_languages()]
+        unknown = [lang for lang in chosen if lang not in self.supported_languages]
         if unknown or not chosen:
             raise ValueError(f"not Whisper language codes: {unknown or chosen!r}")
         return chosen
 
-    def _speech_end_s(self, samples: np.ndarray) -> float | None:
+    def _measured_speech_end_s(self, pcm: bytes) -> float | None:
         """End of the last voiced frame, or ``None`` when there is too little speech."""
-        vad = self._vad_factory()
-        pcm = float32_to_pcm16(samples)
-        frame_bytes = FRAME_SAMPLES * 2
-        voiced, last_end = 0, 0
-        for i in range(len(samples) // FRAME_SAMPLES):
-            frame = AudioFrame(pcm=pcm[i * frame_bytes : (i + 1) * frame_bytes], index=i)
-            if vad.is_speech(frame):
-                voiced += 1
-                last_end = frame.end_ms
-        if voiced * FRAME_MS < self.config.min_speech_ms:
-            return None
-        return last_end / 1000
+        # A fresh VAD per utterance: webrtcvad keeps state, and calls run in parallel.
+        speech = speech_extent(pcm, WebRtcVad())
+        return None if speech.voiced_ms < self.config.min_speech_ms else speech.end_ms / 1000
 
     def _encode(self, samples: np.ndarray):
         import ctranslate2
@@ -333,12 +339,6 @@ class Transcriber:
         from faster_whisper.transcribe import get_suppressed_tokens
 
         return list(get_suppressed_tokens(tokenizer, [-1]))
-
-
-def _whisper_languages() -> frozenset[str]:
-    from faster_whisper.tokenizer import _LANGUAGE_CODES
-
-    return frozenset(_LANGUAGE_CODES)
 
 
 def _tokens_inside_audio(tokens: Sequence[int], timestamp_begin: int, eot: int, speech_end: float) -> list[int]:

@@ -1,14 +1,16 @@
-"""Voice activity detection: is this 20 ms frame speech?
+"""Voice activity detection: is this 20 ms frame speech, and how much of a clip is?
 
-The endpointer and the transcriber's speech gate depend only on
+The endpointer and the speech gates (:func:`speech_extent`) depend only on
 :class:`VoiceActivityDetector`, so the detector can be swapped (webrtcvad today; a
 Silero model through onnxruntime later) without touching them.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from models.audio import FRAME_BYTES, SAMPLE_RATE, AudioFrame
+from models.audio import FRAME_BYTES, FRAME_MS, SAMPLE_RATE, AudioFrame
 
 
 class VoiceActivityDetector:
@@ -61,3 +63,32 @@ class WebRtcVad(VoiceActivityDetector):
         import webrtcvad
 
         self._vad = webrtcvad.Vad(self.aggressiveness)
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechExtent:
+    """How much of a clip is speech, in milliseconds from the clip's first sample.
+
+    ``voiced_ms``: all the frames the detector called speech; ``end_ms``: the end of the
+    last of them (0 when there is none).
+    """
+
+    voiced_ms: int
+    end_ms: int
+
+
+def speech_extent(pcm: bytes, vad: VoiceActivityDetector) -> SpeechExtent:
+    """Run ``vad`` over every whole 20 ms frame of ``pcm`` (16 kHz PCM16), in order.
+
+    For a clip whose speech nobody has measured yet (a WAV file, a short answer); audio
+    from the endpointer already comes with where its speech ends. A final partial frame
+    is skipped, not zero-padded: padding would make a frame the detector never heard.
+    Give a fresh ``vad`` per clip: detectors may carry state from earlier audio.
+    """
+    voiced, end_ms = 0, 0
+    for index in range(len(pcm) // FRAME_BYTES):
+        frame = AudioFrame(pcm=pcm[index * FRAME_BYTES : (index + 1) * FRAME_BYTES], index=index)
+        if vad.is_speech(frame):
+            voiced += 1
+            end_ms = frame.end_ms
+    return SpeechExtent(voiced_ms=voiced * FRAME_MS, end_ms=end_ms)

@@ -1,16 +1,21 @@
 """Puente NLU: the caller's reason for calling, from transcribed text (Spanish and English).
 
 Knows nothing of audio, SIP or WhatsApp. The gateway depends on :class:`IntentClassifier`
-and gets a ready model from :func:`load_or_train_default`.
+and gets a ready model from :func:`load_or_train_default` (or asks a Rasa server through
+:class:`RasaClassifier`). The ML engineer's tools are the public modules ``nlu.train``,
+``nlu.evaluate``, ``nlu.lint`` and ``nlu.augment`` (``puente nlu`` runs them).
 """
 
-from .bundled import bundled_data_paths, load_or_train_default
+from .bundled import bundled_data_paths, default_cache_dir, load_or_train_default
 from .classifier import IntentClassifier, IntentResult, IntentScore
-from .dataset import DatasetError, Example, data_hash, load_examples
+from .dataset import DatasetError, Example, data_hash, load_examples, read_examples
 from .model import IntentModel, ModelLoadError
+from .rasa_backend import DEFAULT_TIMEOUT_S as DEFAULT_RASA_TIMEOUT_S
+from .rasa_backend import RasaAnswerError, RasaClassifier
 from .taxonomy import DESCRIPTIONS, INTENTS, OUT_OF_SCOPE
 
 __all__ = [
+    "DEFAULT_RASA_TIMEOUT_S",
     "DESCRIPTIONS",
     "DatasetError",
     "Example",
@@ -21,8 +26,12 @@ __all__ = [
     "IntentScore",
     "ModelLoadError",
     "OUT_OF_SCOPE",
+    "RasaAnswerError",
+    "RasaClassifier",
     "bundled_data_paths",
     "data_hash",
+    "default_cache_dir",
     "load_examples",
     "load_or_train_default",
+    "read_examples",
 ]

@@ -7,6 +7,7 @@ version into a cache directory. Later starts only load.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from importlib import resources
@@ -17,7 +18,7 @@ from .model import IntentModel, ModelLoadError
 from .taxonomy import INTENTS
 from .train import CODE_VERSION, save, train
 
-__all__ = ["BUNDLED_LANGUAGES", "bundled_data_paths", "load_or_train_default", "default_model_dir"]
+__all__ = ["BUNDLED_LANGUAGES", "bundled_data_paths", "default_cache_dir", "load_or_train_default", "default_model_dir"]
 
 BUNDLED_LANGUAGES = ("es", "en")
 
@@ -31,6 +32,12 @@ def bundled_data_paths() -> list[Path]:
         # Only happens for a broken install (e.g. package data left out of a wheel).
         raise FileNotFoundError(f"bundled NLU training data missing: {', '.join(missing)}")
     return paths
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/puente/nlu`` (``~/.cache/puente/nlu``): where the bundled model is trained once."""
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "puente" / "nlu"
 
 
 def default_model_dir(cache_dir: str | Path) -> Path:

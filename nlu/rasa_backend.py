@@ -20,9 +20,12 @@ import httpx
 
 from .classifier import RANKING_SIZE, IntentClassifier, IntentResult, IntentScore
 
-__all__ = ["RasaClassifier", "RasaAnswerError"]
+__all__ = ["DEFAULT_TIMEOUT_S", "RasaClassifier", "RasaAnswerError"]
 
 log = logging.getLogger(__name__)
+
+#: How long one parse may wait for Rasa before the fallback answers: it is paid on every turn.
+DEFAULT_TIMEOUT_S = 0.5
 
 
 class RasaAnswerError(ValueError):
@@ -33,10 +36,13 @@ class RasaClassifier:
     """:class:`IntentClassifier` backed by a Rasa server, with a local fallback.
 
     ``version`` is ``rasa:<url>`` (Rasa's own model id is not part of its parse answer).
-    Thread-safe: one pooled ``httpx.Client`` shared by every call.
+    Thread-safe: one pooled ``httpx.Client`` shared by every call; ``fallback`` may be
+    replaced while serving (each fallback reads it once), as a model reload does.
     """
 
-    def __init__(self, url: str, fallback: IntentClassifier, timeout_s: float = 0.5, *, token: str | None = None):
+    def __init__(
+        self, url: str, fallback: IntentClassifier, timeout_s: float = DEFAULT_TIMEOUT_S, *, token: str | None = None
+    ):
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"Rasa URL must start with http:// or https://, got {url!r}")
         self.url = url.rstrip("/")

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Renders gateway/prompts/<lang>/<name>.wav from gateway/prompts/texts.yaml with espeak-ng.
+# Renders gateway/call/prompts/<lang>/<name>.wav from gateway/call/prompts/texts.yaml with espeak-ng.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=${PYTHON:-.venv/bin/python}
 "$py" - <<'PY'
 import subprocess, tempfile, yaml
 from pathlib import Path
-root = Path("gateway/prompts")
+root = Path("gateway/call/prompts")
 voices = {"es": "es-419", "en": "en-us"}
 for lang, prompts in yaml.safe_load((root / "texts.yaml").read_text()).items():
     (root / lang).mkdir(exist_ok=True)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.calling import synthesize as espeak  # noqa: F401  (re-exported for the tests)
-from gateway.testing import ROOT, RunningGateway, start_gateway  # noqa: F401
+from gateway.dev.caller import synthesize as espeak  # noqa: F401  (re-exported for the tests)
+from gateway.dev.harness import ROOT, RunningGateway, start_gateway  # noqa: F401
 from models.errors import ModelNotFoundError
 from models.transcribe import Transcriber, TranscriberConfig
 

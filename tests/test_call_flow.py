@@ -13,9 +13,9 @@ import httpx
 import pytest
 
 from conftest import ROOT, espeak
-from speech_corpora import asterisk_clips
-from gateway.testing import start_gateway
-from tests.sip_support import baresip
+from models.corpora import asterisk_clips
+from gateway.dev.harness import start_gateway
+from tests.support.sip import baresip
 
 pytestmark = [pytest.mark.sip, pytest.mark.asr]
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.flows import DEFAULT_FLOWS, FlowError, FlowLibrary, FlowSettings
+from gateway.config import FlowSettings
+from gateway.flows import DEFAULT_FLOWS, FlowError, FlowLibrary
 from gateway.flows.definitions import AskStep, render
 from gateway.flows.engine import _dig, _render_json
 from gateway.whatsapp.templates import MessageBuilder, TemplateRegistry

@@ -13,12 +13,14 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 
-from gateway.flows import FlowEngine, FlowSettings, create_demo_backend_router
+from gateway.config import FlowSettings
+from gateway.dev.demo_backend import create_demo_backend_router
+from gateway.flows import FlowEngine
 from gateway.store import InboundRecord, Store, utcnow
-from gateway.store_async import AsyncStore
 from gateway.whatsapp.templates import MessageBuilder, TemplateRegistry
-from gateway.whatsapp.testing import add_deflection, serve
 from gateway.whatsapp.webhooks import InboundEvent
+from tests.support.store import outbox_messages
+from tests.support.whatsapp import add_deflection, serve
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -29,7 +31,7 @@ _ids = itertools.count(1)
 @dataclass
 class Chat:
     engine: FlowEngine
-    store: AsyncStore
+    store: Store
     call_id: str
     seen: int = 0
 
@@ -44,13 +46,13 @@ class Chat:
         return self.new()
 
     def new(self) -> list[dict[str, Any]]:
-        rows = [m for m in self.store.sync.outbox_messages() if m["purpose"] == "flow" and m["call_id"] == self.call_id]
+        rows = [m for m in outbox_messages(self.store) if m["purpose"] == "flow" and m["call_id"] == self.call_id]
         fresh, self.seen = rows[self.seen:], len(rows)
         return [m["payload"] for m in fresh]
 
-    def record(self) -> dict[str, Any]:
-        [summary] = self.engine.conversations.list(call_id=self.call_id)
-        return self.engine.conversations.get(summary["conversation_id"])
+    async def record(self) -> dict[str, Any]:
+        [summary] = await self.store.conversations.list(call_id=self.call_id)
+        return await self.store.conversations.get(summary["conversation_id"])
 
 
 @contextlib.asynccontextmanager
@@ -58,7 +60,7 @@ async def harness(tmp_path: Path, **settings):
     app = FastAPI()
     app.include_router(create_demo_backend_router())
     async with serve(app) as url:
-        store = AsyncStore(Store(f"sqlite:///{tmp_path / 'puente.db'}"))
+        store = Store(f"sqlite:///{tmp_path / 'puente.db'}")
         engine = FlowEngine(store, FlowSettings(**settings), backend_url=url + "/demo-backend")
         try:
             yield engine, store, url
@@ -67,8 +69,8 @@ async def harness(tmp_path: Path, **settings):
             store.close()
 
 
-async def open_chat(engine: FlowEngine, store: AsyncStore, **deflection) -> Chat:
-    call_id = await store.run(add_deflection, store.sync, **deflection)
+async def open_chat(engine: FlowEngine, store: Store, **deflection) -> Chat:
+    call_id = await add_deflection(store, **deflection)
     return Chat(engine, store, call_id)
 
 
@@ -104,7 +106,7 @@ def test_every_default_flow_completes_against_the_demo_backend(tmp_path):
             assert ids(slot) == ["tomorrow_am", "tomorrow_pm", "next_week"]
             [done] = await chat.send("2")  # typed the option's position instead of tapping
             assert done["text"].startswith("Tu cita quedó reprogramada (folio APT-")
-            assert chat.record()["variables"]["slot"] == "tomorrow_pm"
+            assert (await chat.record())["variables"]["slot"] == "tomorrow_pm"
             results["appointment"] = chat
 
             chat = await open_chat(engine, store, intent="duplicate_document", transcript="Necesito un duplicado de mi factura de marzo.")
@@ -139,7 +141,7 @@ def test_every_default_flow_completes_against_the_demo_backend(tmp_path):
             assert ack1["text"].startswith("Recibido (1)") and ack2["text"].startswith("Recibido (2)")
             [registered] = await chat.send("Listo")
             assert registered["text"].startswith("Recibimos tus documentos (folio DOC-")
-            assert [m["media_id"] for m in chat.record()["media"]] == ["111", "222"]
+            assert [m["media_id"] for m in (await chat.record())["media"]] == ["111", "222"]
             results["send_documents"] = chat
 
             chat = await open_chat(engine, store, intent="update_details", transcript="Quiero actualizar mi correo.")
@@ -150,13 +152,13 @@ def test_every_default_flow_completes_against_the_demo_backend(tmp_path):
             assert "No te entendí" in again["text"] and "correo electrónico" in again["text"]
             [updated] = await chat.send("ana.perez@example.com")
             assert updated["text"].startswith("Listo, actualizamos tu dato.")
-            assert chat.record()["variables"]["value"] == "ana.perez@example.com"
+            assert (await chat.record())["variables"]["value"] == "ana.perez@example.com"
             results["update_details"] = chat
 
             for score, (intent, chat) in enumerate(results.items()):
                 [thanks] = await chat.send(str(score % 5 + 1))
                 assert "Gracias por tu calificación" in thanks["text"]
-                record = chat.record()
+                record = await chat.record()
                 assert (record["flow"], record["status"], record["resolution"], record["csat"]) == (intent, "closed", "resolved", score % 5 + 1)
                 assert not record["handoffs"]
     asyncio.run(scenario())
@@ -170,7 +172,7 @@ def test_english_call_gets_english_texts(tmp_path):
             assert answer["text"].startswith("Your order 24682 is on its way with the courier.") and "from 1 (poor) to 5" in answer["text"]
             assert answer["button"] == "Rate"
             [thanks] = await chat.send(None, payload="csat:3")
-            assert thanks["text"].startswith("Thanks for your rating") and chat.record()["csat"] == 3
+            assert thanks["text"].startswith("Thanks for your rating") and (await chat.record())["csat"] == 3
     asyncio.run(scenario())
 
 
@@ -184,7 +186,7 @@ def test_repeated_invalid_answers_hand_off(tmp_path):
             [handoff] = await chat.send("tampoco")
             assert "Te comunico con una persona" in handoff["text"]
             await engine.wait_idle()
-            record = chat.record()
+            record = await chat.record()
             assert record["status"] == "handoff" and record["handoff_reason"] == "too_many_invalid_answers"
             # No webhook configured: recorded, visible in the API, marked so.
             assert record["handoffs"][0]["status"] == "not_configured"
@@ -199,14 +201,14 @@ def test_asking_for_a_person_at_any_step_hands_off(tmp_path):
             await chat.send("Sí, sigamos", payload=continue_button(chat), type="button")
             [handoff] = await chat.send("prefiero hablar con un Agente por favor")
             assert "Te comunico con una persona" in handoff["text"]
-            record = chat.record()
+            record = await chat.record()
             assert record["handoff_reason"] == "customer_request" and record["step"] == "document"
             assert await chat.send("hola?") == []  # the agent has it now
             # The template's "Prefiero llamada" button hands off straight away, too.
             other = await open_chat(engine, store, number="+525555550124", intent="payment")
             await other.engine.handle_inbound(InboundEvent(other.call_id, "+525555550124", "wamid.callme", "button", "Prefiero llamada",
                                                            f"call_me|{other.call_id}:deflection", None))
-            [summary] = engine.conversations.list(number="+525555550124")
+            [summary] = await store.conversations.list(number="+525555550124")
             assert summary["status"] == "handoff" and summary["handoff_reason"] == "customer_requested_call"
     asyncio.run(scenario())
 
@@ -216,14 +218,14 @@ def test_an_intent_without_a_flow_hands_off_and_a_closed_conversation_says_so(tm
         async with harness(tmp_path) as (engine, store, _):
             chat = await open_chat(engine, store, intent="complaint", transcript="Quiero poner una queja.")
             [handoff] = await chat.send("hola")
-            assert "Te comunico" in handoff["text"] and chat.record()["handoff_reason"] == "no_flow_for_intent:complaint"
+            assert "Te comunico" in handoff["text"] and (await chat.record())["handoff_reason"] == "no_flow_for_intent:complaint"
 
             chat = await open_chat(engine, store, number="+525555550125", intent="opening_hours")
             await chat.engine.handle_inbound(InboundEvent(chat.call_id, "+525555550125", "wamid.h1", "text", "hola", None, None))
             await chat.engine.handle_inbound(InboundEvent(chat.call_id, "+525555550125", "wamid.h2", "text", "5", None, None))
             await chat.engine.handle_inbound(InboundEvent(chat.call_id, "+525555550125", "wamid.h3", "text", "gracias!", None, None))
-            [summary] = engine.conversations.list(number="+525555550125")
-            record = engine.conversations.get(summary["conversation_id"])
+            [summary] = await store.conversations.list(number="+525555550125")
+            record = await store.conversations.get(summary["conversation_id"])
             assert record["csat"] == 5 and record["status"] == "closed"
             assert record["messages"][-1]["text"].startswith("Esta conversación ya terminó")
     asyncio.run(scenario())
@@ -239,7 +241,7 @@ def test_messages_of_one_customer_are_handled_one_at_a_time_with_unique_keys(tmp
             await asyncio.gather(*(engine.handle_inbound(e) for e in events))
             acks = chat.new()
             assert [a["text"][:12] for a in acks] == [f"Recibido ({n})" for n in range(1, 5)]
-            record = chat.record()
+            record = await chat.record()
             keys = [m["idempotency_key"] for m in record["messages"] if m["direction"] == "out"]
             assert keys == [f"conv:{record['conversation_id']}:step:{n}" for n in range(1, 6)]
             assert len(record["media"]) == 4
@@ -265,13 +267,13 @@ def test_a_message_a_crash_left_unanswered_is_handled_at_start_once(tmp_path):
     async def scenario():
         async with harness(tmp_path) as (engine, store, _):
             chat = await open_chat(engine, store, intent="opening_hours")
-            sync = store.sync
-            [deflection] = sync.outbox_messages()
-            sync.outbox_accepted(deflection["id"], "wamid.deflection", now=utcnow())
+            [deflection] = outbox_messages(store)
+            await store.outbox.accepted(deflection["id"], "wamid.deflection", now=utcnow())
             # The webhook recorded the customer's message, then the process died before the flow ran.
-            new, call_id = sync.record_whatsapp_inbound(InboundRecord(
+            fresh = await store.whatsapp.ingest([], [InboundRecord(
                 wamid="wamid.lost", from_number=NUMBER, type="text", timestamp=utcnow(), text="hola", payload=None,
-                context_wamid=None, message={"type": "text", "text": {"body": "hola"}}), now=utcnow())
+                context_wamid=None, message={"type": "text", "text": {"body": "hola"}})], now=utcnow())
+            new, call_id = bool(fresh), (fresh[0][1] if fresh else None)
             assert new and call_id == chat.call_id
             await engine.start()  # recovery runs first
             [answer] = chat.new()

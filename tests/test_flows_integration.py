@@ -18,12 +18,18 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from gateway.config import Settings, load_settings
-from gateway.flows import FlowEngine, FlowSettings, create_conversations_router
+from gateway.config import FlowSettings, Settings, load_settings
+from gateway.flows import FlowEngine
+from gateway.http.conversations import create_conversations_router
 from gateway.store import Store
-from gateway.store_async import AsyncStore
 from gateway.whatsapp import WhatsAppChannel, build_whatsapp
-from gateway.whatsapp.testing import FAST_SETTINGS, add_deflection, free_socket, serve, serve_on
+from tests.support.whatsapp import (
+    FAST_SETTINGS,
+    add_deflection,
+    free_socket,
+    serve,
+    serve_on,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -74,7 +80,7 @@ def stub_app(stub: Stub) -> FastAPI:
 @dataclass
 class Env:
     settings: Settings
-    store: AsyncStore
+    store: Store
     channel: WhatsAppChannel
     engine: FlowEngine
     url: str
@@ -123,7 +129,7 @@ async def gateway_like(tmp_path: Path, *, hook_failures: int = 0, **flow_setting
         url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         db_url = f"sqlite:///{tmp_path / 'puente.db'}"
         settings = load_settings(environ={}, overrides={"database.url": db_url, **FAST_SETTINGS})
-        store = AsyncStore(Store(db_url))
+        store = Store(db_url)
         flows = FlowSettings(**{"backend_url": stub_url, "handoff_webhook_url": stub_url + "/hook", "handoff_backoff_s": 0.05, **flow_settings})
         engine = FlowEngine(store, flows)
         channel = build_whatsapp(settings, store, local_base_url=url, on_inbound=engine.handle_inbound)
@@ -147,7 +153,7 @@ async def gateway_like(tmp_path: Path, *, hook_failures: int = 0, **flow_setting
 def test_order_status_from_deflection_to_resolution_and_csat(tmp_path):
     async def scenario():
         async with gateway_like(tmp_path) as env:
-            call_id = await env.store.run(add_deflection, env.store.sync, transcript="Hola, quiero saber dónde está mi pedido.")
+            call_id = await add_deflection(env.store, transcript="Hola, quiero saber dónde está mi pedido.")
             # 1. The deflection template arrives with the reason in words and the caller's own words.
             [template] = await env.outbound(1)
             assert template.type == "template"
@@ -204,20 +210,20 @@ def test_order_status_from_deflection_to_resolution_and_csat(tmp_path):
                 m["wamid"] for m in (await env.conversation(call_id))["messages"] if m["direction"] == "out"
             ]
             # The call record shows the flow's messages next to the deflection.
-            call = await env.store.run(env.store.sync.get_call, call_id)
+            call = await env.store.calls.get(call_id)
             assert [m["purpose"] for m in call["messages"]] == ["deflection", "flow", "flow", "flow"]
     asyncio.run(scenario())
 
 
 async def _all_read(env: Env, call_id: str) -> bool:
-    call = await env.store.run(env.store.sync.get_call, call_id)
+    call = await env.store.calls.get(call_id)
     return all(m["status"] == "read" for m in call["messages"])
 
 
 def test_order_number_heard_on_the_call_is_not_asked_again(tmp_path):
     async def scenario():
         async with gateway_like(tmp_path) as env:
-            call_id = await env.store.run(add_deflection, env.store.sync, transcript="Quiero saber dónde está mi pedido 54 321.")
+            call_id = await add_deflection(env.store, transcript="Quiero saber dónde está mi pedido 54 321.")
             [template] = await env.outbound(1)
             await env.reply(button={"payload": template.buttons[0]["payload"], "text": "Sí, sigamos"}, reply_to=template.wamid)
             out = await env.outbound(2)
@@ -234,7 +240,7 @@ def test_order_number_heard_on_the_call_is_not_asked_again(tmp_path):
 def test_failing_backend_hands_off_to_an_agent_with_the_full_context(tmp_path, order, error):
     async def scenario():
         async with gateway_like(tmp_path, hook_failures=1, handoff_secret="s3cret") as env:
-            call_id = await env.store.run(add_deflection, env.store.sync, transcript=f"Mi pedido {order} no ha llegado.")
+            call_id = await add_deflection(env.store, transcript=f"Mi pedido {order} no ha llegado.")
             [template] = await env.outbound(1)
             sync = env.engine.library.flows["order_status"].steps["lookup"]
             sync.timeout_s = 0.5
@@ -275,7 +281,7 @@ def test_failing_backend_hands_off_to_an_agent_with_the_full_context(tmp_path, o
 def test_a_handoff_webhook_that_keeps_failing_is_recorded_and_redelivered_later(tmp_path):
     async def scenario():
         async with gateway_like(tmp_path, hook_failures=100, handoff_attempts=2, handoff_retry_interval_s=0.2) as env:
-            call_id = await env.store.run(add_deflection, env.store.sync)
+            call_id = await add_deflection(env.store)
             [template] = await env.outbound(1)
             await env.reply(button={"payload": template.buttons[1]["payload"], "text": template.buttons[1]["title"]}, reply_to=template.wamid)
             await env.outbound(2)
@@ -296,8 +302,7 @@ async def _handoff_status(env: Env, call_id: str, status: str):
 def test_send_documents_stores_the_image_reference(tmp_path):
     async def scenario():
         async with gateway_like(tmp_path) as env:
-            call_id = await env.store.run(add_deflection, env.store.sync, intent="send_documents",
-                                          transcript="Quiero enviar mis documentos.")
+            call_id = await add_deflection(env.store, intent="send_documents", transcript="Quiero enviar mis documentos.")
             [template] = await env.outbound(1)
             assert "el envío de tus documentos" in template.text
             await env.reply(button={"payload": template.buttons[0]["payload"], "text": "Sí, sigamos"}, reply_to=template.wamid)

@@ -1,9 +1,14 @@
 """Configuration: YAML, then PUENTE_* environment variables, then flags; clear errors."""
+import dataclasses
 from pathlib import Path
 
 import pytest
+import yaml
 
-from gateway.config import ConfigError, load_settings
+from gateway.config import ConfigError, Settings, load_settings
+from models.endpointing import EndpointerConfig
+from models.transcribe import TranscriberConfig
+from sip.config import SipConfig
 
 
 def test_defaults_run_one_machine_out_of_the_box():
@@ -55,3 +60,116 @@ def test_unreadable_or_malformed_files_are_clear_errors(tmp_path: Path):
     bad.write_text("sip: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_settings(bad, environ={})
+
+
+# Every field of each part's dataclass, set from the YAML to a value that is not its default:
+# part field -> (YAML path, YAML value, the value the part should get).
+PART_OPTIONS = {
+    SipConfig: {
+        "host": ("sip.host", "127.0.0.2", "127.0.0.2"),
+        "port": ("sip.port", 5071, 5071),
+        "transports": ("sip.transports", ["tcp"], ("tcp",)),
+        "public_host": ("sip.public_host", "pbx.example", "pbx.example"),
+        "allowed_networks": ("sip.allowed_networks", ["10.0.0.0/8"], ("10.0.0.0/8",)),
+        "codecs": ("sip.codecs", ["PCMU/8000"], ("PCMU/8000",)),
+        "rtp_port": ("sip.rtp_port", 30000, 30000),
+        "rtp_port_range": ("sip.rtp_port_range", 100, 100),
+        "max_calls": ("sip.max_calls", 4, 4),
+        "user_agent": ("sip.user_agent", "Puente-Test", "Puente-Test"),
+        "log_level": ("sip.log_level", 3, 3),
+    },
+    EndpointerConfig: {
+        "speech_start_ms": ("endpointing.speech_start_ms", 60, 60),
+        "speech_start_ratio": ("endpointing.speech_start_ratio", 0.5, 0.5),
+        "end_silence_ms": ("endpointing.end_silence_ms", 400, 400),
+        "max_utterance_ms": ("endpointing.max_utterance_ms", 9000, 9000),
+        "no_input_ms": ("endpointing.no_input_ms", 3000, 3000),
+        "pre_roll_ms": ("endpointing.pre_roll_ms", 100, 100),
+        "tail_ms": ("endpointing.tail_ms", 50, 50),
+    },
+    TranscriberConfig: {
+        "model": ("asr.model", "tiny.en", "tiny.en"),
+        "cache_dir": ("asr.cache_dir", "~/puente-models", Path.home() / "puente-models"),
+        "device": ("asr.device", "cuda", "cuda"),
+        "compute_type": ("asr.compute_type", "float16", "float16"),
+        "cpu_threads": ("asr.cpu_threads", 2, 2),
+        "num_workers": ("asr.workers", 3, 3),
+        "beam_size": ("asr.beam_size", 5, 5),
+        "languages": ("lines", {"default": {"languages": ["en"]}}, ("en",)),
+        "window_padding_s": ("asr.window_padding_s", 0.5, 0.5),
+        "no_speech_threshold": ("asr.no_speech_threshold", 0.5, 0.5),
+        "logprob_threshold": ("asr.logprob_threshold", -0.8, -0.8),
+        "min_avg_logprob": ("asr.min_avg_logprob", -1.2, -1.2),
+        "max_tokens_per_second": ("asr.max_tokens_per_second", 12.0, 12.0),
+        "max_tokens_base": ("asr.max_tokens_base", 5, 5),
+        "min_speech_ms": ("asr.min_speech_ms", 200, 200),
+    },
+}
+DERIVE = {SipConfig: Settings.sip_config, EndpointerConfig: Settings.endpointer_config, TranscriberConfig: Settings.transcriber_config}
+
+
+@pytest.mark.parametrize("part", PART_OPTIONS, ids=lambda part: part.__name__)
+def test_every_option_of_a_part_is_reachable_from_the_yaml_file(tmp_path: Path, part):
+    options = PART_OPTIONS[part]
+    assert set(options) == {f.name for f in dataclasses.fields(part)}, "a part option has no setting (or this table is stale)"
+    document: dict = {}
+    for yaml_path, value, _ in options.values():
+        *sections, key = yaml_path.split(".")
+        node = document
+        for section in sections:
+            node = node.setdefault(section, {})
+        node[key] = value
+    cfg = tmp_path / "puente.yaml"
+    cfg.write_text(yaml.safe_dump(document))
+
+    derived, default = DERIVE[part](load_settings(cfg, environ={})), part()
+    for name, (_, _, expected) in options.items():
+        assert getattr(default, name) != expected, f"{name}: pick a value that is not the default"
+        assert getattr(derived, name) == expected, name
+
+
+def test_default_settings_derive_the_parts_own_defaults(monkeypatch, tmp_path: Path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # both sides read it when made
+    settings = load_settings(environ={})
+    for part, derive in DERIVE.items():
+        assert derive(settings) == part(), part.__name__
+    assert settings.asr.cache_dir == tmp_path / "puente" / "models"
+    assert settings.nlu.cache_dir == tmp_path / "puente" / "nlu"  # its own, beside the ASR's
+
+
+def test_environment_reaches_part_options_and_tildes_expand():
+    s = load_settings(environ={"PUENTE_SIP__RTP_PORT_RANGE": "64", "PUENTE_NLU__CACHE_DIR": "~/nlu-cache"})
+    assert s.sip_config().rtp_port_range == 64
+    assert s.nlu.cache_dir == Path.home() / "nlu-cache"
+
+
+@pytest.mark.parametrize(
+    "overrides, complaint",
+    [
+        # The parts' own checks, reported at load and naming the section.
+        ({"sip.allowed_networks": ["10.0.0.0/33"]}, "sip: SipConfig.allowed_networks"),
+        ({"endpointing.speech_start_ms": 2000, "endpointing.max_utterance_ms": 1500}, "endpointing: max_utterance_ms"),
+        ({"nlu.backend": "rasa"}, "nlu: .*backend rasa needs rasa_url"),
+        ({"nlu.backend": "rasa", "nlu.rasa_url": "rasa.local:5005"}, "nlu.rasa_url"),
+        ({"nlu.backend": "spacy"}, "nlu.backend"),
+    ],
+)
+def test_values_a_part_refuses_are_configuration_errors(overrides, complaint):
+    with pytest.raises(ConfigError, match=complaint):
+        load_settings(environ={}, overrides=overrides)
+
+
+def test_rasa_backend_settings():
+    s = load_settings(environ={"PUENTE_NLU__RASA_TOKEN": "s3cret"}, overrides={"nlu.backend": "rasa", "nlu.rasa_url": "http://rasa:5005"})
+    assert (s.nlu.backend, s.nlu.rasa_url, s.nlu.rasa_timeout_s) == ("rasa", "http://rasa:5005", 0.5)
+    assert s.nlu.rasa_token.get_secret_value() == "s3cret" and "s3cret" not in repr(s)
+    assert load_settings(environ={}).nlu.backend == "embedded"
+
+
+def test_the_readme_documents_the_defaults(monkeypatch, tmp_path: Path):
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)  # the README shows the usual ~/.cache
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    block = readme.split("## Configuration", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    cfg = tmp_path / "readme.yaml"
+    cfg.write_text(block)
+    assert load_settings(cfg, environ={}).model_dump() == load_settings(environ={}).model_dump()

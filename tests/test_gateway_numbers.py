@@ -1,7 +1,7 @@
 """The caller's number: only a real E.164 number can be deflected to WhatsApp."""
 import pytest
 
-from gateway.numbers import caller_number
+from gateway.call.numbers import caller_number
 
 
 @pytest.mark.parametrize(

@@ -1,10 +1,18 @@
 """The context store: calls, utterances, decisions, events and the outbox, on a real SQLite file."""
+import asyncio
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
-from gateway.store import DecisionRecord, NewCall, OutboundMessage, Store, StoreError, UtteranceRecord
+from gateway.store import (
+    DecisionRecord,
+    NewCall,
+    OutboundMessage,
+    Store,
+    StoreError,
+    UtteranceRecord,
+)
 
 
 def new_call(call_id: str = "c-1") -> NewCall:
@@ -41,55 +49,65 @@ def store(tmp_path: Path):
 
 
 def test_a_call_record_holds_its_utterances_decisions_events_and_messages(store):
-    store.create_call(new_call(), "answered")
-    store.record_utterance("c-1", utterance(), language="es")
-    store.record_decision("c-1", decision(), MESSAGE)
-    store.end_call("c-1", outcome="deflected", ended_by="local", reason="done")
+    async def go():
+        await store.calls.create(new_call(), "answered")
+        await store.calls.record_utterance("c-1", utterance(), language="es")
+        await store.calls.record_decision("c-1", decision(), MESSAGE)
+        await store.calls.end("c-1", outcome="deflected", ended_by="local", reason="done")
 
-    record = store.get_call("c-1")
-    assert record["state"] == "ended" and record["outcome"] == "deflected"
-    assert (record["language"], record["transcript"]) == ("es", "dónde está mi pedido")
-    assert (record["intent"], record["confidence"], record["route"]) == ("order_status", 0.93, "whatsapp")
-    assert record["utterances"][0]["timings"]["transcription_ms"] == 210.0
-    assert [m["purpose"] for m in record["messages"]] == ["deflection"]
-    assert record["messages"][0]["status"] == "pending"
-    assert [e["type"] for e in record["events"]] == ["call_started", "utterance", "decision", "call_ended"]
-    assert store.list_calls(sip_call_id="sip-c-1")[0]["call_id"] == "c-1"
+        record = await store.calls.get("c-1")
+        assert record["state"] == "ended" and record["outcome"] == "deflected"
+        assert (record["language"], record["transcript"]) == ("es", "dónde está mi pedido")
+        assert (record["intent"], record["confidence"], record["route"]) == ("order_status", 0.93, "whatsapp")
+        assert record["utterances"][0]["timings"]["transcription_ms"] == 210.0
+        assert [m["purpose"] for m in record["messages"]] == ["deflection"]
+        assert record["messages"][0]["status"] == "pending"
+        assert [e["type"] for e in record["events"]] == ["call_started", "utterance", "decision", "call_ended"]
+        assert (await store.calls.list(sip_call_id="sip-c-1"))[0]["call_id"] == "c-1"
+    asyncio.run(go())
 
 
 def test_a_decision_and_its_message_commit_together_or_not_at_all(store):
-    store.create_call(new_call(), "answered")
-    broken = OutboundMessage(purpose="deflection", to_number=None, payload={})  # violates NOT NULL
-    with pytest.raises(Exception):
-        store.record_decision("c-1", decision(), broken)
-    record = store.get_call("c-1")
-    assert record["decisions"] == [] and record["messages"] == []
+    async def go():
+        await store.calls.create(new_call(), "answered")
+        broken = OutboundMessage(purpose="deflection", to_number=None, payload={})  # violates NOT NULL
+        with pytest.raises(Exception):
+            await store.calls.record_decision("c-1", decision(), broken)
+        record = await store.calls.get("c-1")
+        assert record["decisions"] == [] and record["messages"] == []
+    asyncio.run(go())
 
 
 def test_writing_the_same_message_twice_keeps_one(store):
-    store.create_call(new_call(), "answered")
-    store.record_decision("c-1", decision(), MESSAGE)
-    store.record_decision("c-1", decision(), MESSAGE)
-    assert len(store.get_call("c-1")["messages"]) == 1
+    async def go():
+        await store.calls.create(new_call(), "answered")
+        await store.calls.record_decision("c-1", decision(), MESSAGE)
+        await store.calls.record_decision("c-1", decision(), MESSAGE)
+        assert len((await store.calls.get("c-1"))["messages"]) == 1
+    asyncio.run(go())
 
 
 def test_calls_left_open_by_a_crash_are_closed_on_restart_keeping_their_data(tmp_path: Path):
     url = f"sqlite:///{tmp_path / 'puente.db'}"
-    first = Store(url)
-    first.create_call(new_call("heard"), "listening")
-    first.record_utterance("heard", utterance())
-    first.create_call(new_call("decided"), "acting")
-    first.record_decision("decided", decision(), MESSAGE)
-    first.close()  # no end_call: the process "died"
 
-    second = Store(url)
-    assert second.close_interrupted_calls("gateway restarted") == 2
-    heard, decided = second.get_call("heard"), second.get_call("decided")
-    assert (heard["state"], heard["outcome"], heard["transcript"]) == ("ended", "interrupted", "dónde está mi pedido")
-    assert decided["outcome"] == "deflected" and decided["messages"][0]["status"] == "pending"
-    with second.engine.connect() as conn:
-        assert conn.execute(text("PRAGMA integrity_check")).scalar() == "ok"
-    assert second.close_interrupted_calls("again") == 0
+    async def go():
+        first = Store(url)
+        await first.calls.create(new_call("heard"), "listening")
+        await first.calls.record_utterance("heard", utterance())
+        await first.calls.create(new_call("decided"), "acting")
+        await first.calls.record_decision("decided", decision(), MESSAGE)
+        first.close()  # no end_call: the process "died"
+
+        second = Store(url)
+        assert await second.calls.close_interrupted("gateway restarted") == 2
+        heard, decided = await second.calls.get("heard"), await second.calls.get("decided")
+        assert (heard["state"], heard["outcome"], heard["transcript"]) == ("ended", "interrupted", "dónde está mi pedido")
+        assert decided["outcome"] == "deflected" and decided["messages"][0]["status"] == "pending"
+        with second.database.engine.connect() as conn:
+            assert conn.execute(text("PRAGMA integrity_check")).scalar() == "ok"
+        assert await second.calls.close_interrupted("again") == 0
+        second.close()
+    asyncio.run(go())
 
 
 def test_an_unusable_database_url_is_a_clear_error(tmp_path: Path):

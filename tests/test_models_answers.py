@@ -10,7 +10,8 @@ import sys
 
 import numpy as np
 import pytest
-from speech_corpora import REPO_ROOT
+
+from models.corpora import REPO_ROOT
 
 # The benchmark builds the corpora (FSDD, asterisk, espeak-ng + µ-law, noise); the spec reuses its
 # recipe on a subset. benchmarks/ is not an installed package, so import it from the checkout.

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from models.audio import FRAME_BYTES, FRAME_MS, SAMPLE_RATE, AudioFrame, float32_to_pcm16, frames_from_pcm, load_audio
+from models.corpora import JFK_FLAC, asterisk_clips
 from models.endpointing import (
     Endpointer,
     EndpointerConfig,
@@ -12,8 +13,7 @@ from models.endpointing import (
     SpeechStarted,
     UtteranceEnded,
 )
-from models.vad import VoiceActivityDetector, WebRtcVad
-from speech_corpora import JFK_FLAC, asterisk_clips
+from models.vad import SpeechExtent, VoiceActivityDetector, WebRtcVad, speech_extent
 
 VOICED = b"\x10\x00" * (FRAME_BYTES // 2)
 SILENT = bytes(FRAME_BYTES)
@@ -145,6 +145,30 @@ def test_lost_frames_count_as_silence_and_keep_audio_aligned():
     assert u.speech_end_ms == 35 * FRAME_MS
     assert len(u.pcm) == (35 * FRAME_MS + CFG.tail_ms - u.pcm_start_ms) // FRAME_MS * FRAME_BYTES
     assert u.pcm[20 * FRAME_BYTES : 25 * FRAME_BYTES] == SILENT * 5
+
+
+@pytest.mark.parametrize(
+    ("turn_at", "frames"),
+    [
+        (None, scripted("0" * 50 + "1" * 40 + "0" * 40)),  # full pre-roll
+        (100, scripted("0" * 100 + "1" * 10 + "0" * 40)),  # speech right at the turn: no pre-roll
+        (None, scripted("1" * 20) + scripted("1" * 10, start_index=25) + scripted("0" * 40, start_index=35)),  # lost
+        (None, scripted("0" * 10 + "1" * 30)),  # hang-up: flushed
+    ],
+)
+def test_speech_end_in_pcm_is_where_the_last_voiced_frame_of_pcm_ends(turn_at, frames):
+    endpointer = Endpointer(NonZeroVad(), CFG)
+    if turn_at is not None:
+        endpointer.begin_turn(turn_at)
+    ended = [e for e in run(endpointer, frames) if isinstance(e, UtteranceEnded)]
+    (u,) = ended or [endpointer.flush()]  # the last case hangs up mid-utterance
+    assert u.speech_end_in_pcm_s == speech_extent(u.pcm, NonZeroVad()).end_ms / 1000 > 0
+
+
+def test_speech_extent_counts_whole_voiced_frames_and_skips_a_partial_one():
+    pcm = SILENT + VOICED + SILENT + VOICED + VOICED[: FRAME_BYTES // 2]
+    assert speech_extent(pcm, NonZeroVad()) == SpeechExtent(voiced_ms=2 * FRAME_MS, end_ms=4 * FRAME_MS)
+    assert speech_extent(SILENT * 3, NonZeroVad()) == SpeechExtent(voiced_ms=0, end_ms=0)
 
 
 def test_out_of_order_frames_are_rejected():

@@ -6,11 +6,13 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from models.audio import SAMPLE_RATE, float32_to_pcm16, load_audio
+from models.audio import SAMPLE_RATE, float32_to_pcm16, frames_from_pcm, load_audio
+from models.corpora import JFK_FLAC, asterisk_clips, espeak, librivox_clips
+from models.endpointing import Endpointer, EndpointerConfig, UtteranceEnded
 from models.errors import ModelNotFoundError
 from models.evaluation import normalize_text
 from models.transcribe import Transcriber, TranscriberConfig, drop_trailing_repeats
-from speech_corpora import JFK_FLAC, asterisk_clips, espeak, librivox_clips
+from models.vad import WebRtcVad
 
 pytestmark = pytest.mark.asr
 
@@ -93,6 +95,11 @@ def test_synthetic_english_call_reason_is_understood_as_english(transcriber, tmp
     assert t.language == "en"
 
 
+def test_the_30s_window_baseline_transcribes_with_faster_whisper_own_decoding(transcriber, jfk):
+    text = transcriber.transcribe_full_window(jfk[: 4 * SAMPLE_RATE], language="en")
+    assert has_words(text, "and", "so", "my", "fellow", "americans"), text
+
+
 def test_pcm16_bytes_give_the_same_result_as_float_samples(transcriber):
     audio = asterisk("es", "vm-helpexit")
     assert transcriber.transcribe(float32_to_pcm16(audio)).text == transcriber.transcribe(audio).text
@@ -119,6 +126,7 @@ def test_language_probability_is_renormalised_over_the_configured_languages(tran
 
 
 def test_unknown_language_codes_are_rejected(transcriber, jfk):
+    assert {"es", "en", "pt"} <= transcriber.supported_languages and "xx" not in transcriber.supported_languages
     with pytest.raises(ValueError, match="xx"):
         transcriber.transcribe(jfk[:SAMPLE_RATE], language="xx")
 
@@ -148,10 +156,27 @@ def test_noise_gives_empty_text(transcriber, colour, level):
     assert t.text == "" and t.dropped is not None, t
 
 
-def test_whisper_own_silence_rule_empties_silence_even_without_the_vad_gate(tmp_path_factory, transcriber):
-    ungated = Transcriber(transcriber.config, vad_factory=None)
-    t = ungated.transcribe(np.zeros(SAMPLE_RATE, np.float32))
+def test_whisper_own_silence_rule_empties_silence_even_without_the_vad_gate(transcriber):
+    # A caller-given speech end skips the VAD gate; the whole second is declared speech.
+    t = transcriber.transcribe(np.zeros(SAMPLE_RATE, np.float32), speech_end_s=1.0)
     assert t.text == "" and t.dropped in ("no_speech", "low_confidence"), t
+
+
+def test_an_endpointed_utterance_transcribes_the_same_with_its_known_speech_end(transcriber):
+    padded = np.concatenate([np.zeros(SAMPLE_RATE, np.float32), asterisk("es", "vm-helpexit"),
+                             np.zeros(SAMPLE_RATE, np.float32)])
+    endpointer = Endpointer(WebRtcVad(), EndpointerConfig(no_input_ms=None))
+    events = [e for f in frames_from_pcm(float32_to_pcm16(padded)) for e in endpointer.push(f)]
+    (utterance,) = [e for e in events if isinstance(e, UtteranceEnded)]
+    told = transcriber.transcribe(utterance.pcm, language="es", speech_end_s=utterance.speech_end_in_pcm_s)
+    measured = transcriber.transcribe(utterance.pcm, language="es")
+    assert told.text == measured.text and told.text, (told, measured)
+
+
+@pytest.mark.parametrize("speech_end_s", [0.0, -0.5, 1.5])
+def test_a_speech_end_outside_the_audio_is_refused(transcriber, speech_end_s):
+    with pytest.raises(ValueError, match="speech_end_s"):
+        transcriber.transcribe(np.zeros(SAMPLE_RATE, np.float32), speech_end_s=speech_end_s)
 
 
 def test_a_cut_sentence_is_not_repeated_on_the_short_window(transcriber, jfk):
@@ -206,3 +231,4 @@ def test_tiny_en_transcribes_english_and_refuses_other_languages(tmp_path_factor
     assert has_words(t.text, "fellow", "americans", "ask", "not", "country"), t.text
     with pytest.raises(ValueError, match="English-only"):
         tiny.transcribe(jfk, language="es")
+    assert tiny.supported_languages == {"en"}

@@ -1,4 +1,4 @@
-"""``puente nlu`` commands, run in-process through argparse (gateway/nlu_cli.py)."""
+"""``puente nlu`` commands, run in-process through argparse (gateway/cli/nlu.py)."""
 
 import argparse
 import json
@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gateway.nlu_cli import add_nlu_commands, main
+from gateway.cli.nlu import add_nlu_commands, main
 from nlu import IntentModel
 
 ES = {

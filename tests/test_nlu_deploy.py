@@ -5,7 +5,7 @@ import httpx
 import pytest
 
 from conftest import espeak
-from gateway.testing import start_gateway
+from gateway.dev.harness import start_gateway
 from nlu.bundled import bundled_data_paths
 from nlu.dataset import load_examples
 from nlu.train import save, train

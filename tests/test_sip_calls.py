@@ -1,7 +1,7 @@
 """Real SIP calls over loopback: SipCaller (in this process) → UAS harness (a subprocess).
 
 pjsua2 allows one Endpoint per process, so every SipEndpoint runs in
-``tests/sip_support/uas.py`` and this process only hosts the caller.
+``tests/support/sip/uas.py`` and this process only hosts the caller.
 """
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import time
 import pytest
 
 from sip import CallResult, CallScript, SipCaller, SipConfig, SipEndpoint, SipStartError
-from tests.sip_support import baresip
-from tests.sip_support.audio import SOUNDS, duration_seconds, speech_seconds
-from tests.sip_support.harness import UasProcess, free_port
+from tests.support.sip import baresip
+from tests.support.sip.audio import SOUNDS, duration_seconds, speech_seconds
+from tests.support.sip.harness import UasProcess, free_port
 
 pytestmark = [
     pytest.mark.sip,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, espeak
-from gateway.testing import start_gateway
+from gateway.dev.harness import start_gateway
 
 pytestmark = [pytest.mark.sip, pytest.mark.asr]
 

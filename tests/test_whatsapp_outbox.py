@@ -11,7 +11,6 @@ import pytest
 
 from gateway.config import load_settings
 from gateway.store import Store
-from gateway.store_async import AsyncStore
 from gateway.whatsapp import (
     OutboxWorker,
     RetryableApiError,
@@ -24,7 +23,8 @@ from gateway.whatsapp import (
     build_whatsapp,
 )
 from gateway.whatsapp.templates import MessageBuilder, TemplateRegistry
-from gateway.whatsapp.testing import FakeClock, add_deflection
+from tests.support.store import outbox_messages, whatsapp_delivery
+from tests.support.whatsapp import FakeClock, deflect
 
 SECRET_TOKEN = "EAAG-very-secret-token-value"
 
@@ -48,7 +48,7 @@ def api_error(cls, code, status=400):
 
 @pytest.fixture
 def env(tmp_path):
-    store = AsyncStore(Store(f"sqlite:///{tmp_path / 'p.db'}"))
+    store = Store(f"sqlite:///{tmp_path / 'p.db'}")
     yield store
     store.close()
 
@@ -67,8 +67,8 @@ def drive(worker, clock, store, *, until, max_steps=50):
             if until():
                 return
             if not await worker.run_once():
-                due = [d["next_attempt_at"] for m in store.sync.outbox_messages()
-                       if (d := store.sync.whatsapp_delivery(m["id"])) and d["next_attempt_at"]]
+                due = [d["next_attempt_at"] for m in outbox_messages(store)
+                       if (d := whatsapp_delivery(store, m["id"])) and d["next_attempt_at"]]
                 if not due:
                     return
                 nxt = min(datetime.fromisoformat(d) for d in due)
@@ -78,8 +78,9 @@ def drive(worker, clock, store, *, until, max_steps=50):
 
 
 def only_message(store):
-    (m,) = store.sync.outbox_messages()
+    (m,) = outbox_messages(store)
     return m
+
 
 
 def test_retryable_errors_back_off_exponentially_with_jitter_then_succeed(env):
@@ -87,16 +88,16 @@ def test_retryable_errors_back_off_exponentially_with_jitter_then_succeed(env):
     client = ScriptedClient(api_error(RetryableApiError, 130429, 429), api_error(RetryableApiError, 131056),
                             api_error(RetryableApiError, 131000, 500), api_error(RetryableApiError, 131057))
     wa, worker = make_worker(env, client, clock, backoff_base_s=2.0, backoff_cap_s=10.0)
-    add_deflection(env.sync)
+    deflect(env)
     times = []
-    original = env.sync.claim_outbox_message
+    original = env.outbox.claim
 
-    def spy(**kw):
-        claim = original(**kw)
+    async def spy(**kw):
+        claim = await original(**kw)
         if claim:
             times.append(clock.elapsed)
         return claim
-    env.sync.claim_outbox_message = spy
+    env.outbox.claim = spy
     drive(worker, clock, env, until=lambda: only_message(env)["status"] == "accepted")
     gaps = [b - a for a, b in zip(times, times[1:])]
     rng = random.Random(42)
@@ -111,10 +112,10 @@ def test_attempts_are_bounded_then_the_message_fails_for_fallback(env):
     clock = FakeClock()
     client = ScriptedClient(*[api_error(RetryableApiError, 131000, 500)] * 10)
     wa, worker = make_worker(env, client, clock, max_attempts=3)
-    call_id = add_deflection(env.sync)
+    call_id = deflect(env)
     drive(worker, clock, env, until=lambda: only_message(env)["status"] == "failed")
     assert len(client.sent) == 3 and only_message(env)["last_error"].startswith("gave up after 3 attempts")
-    failed = [e for e in env.sync.get_call(call_id)["events"] if e["type"] == "whatsapp_failed"]
+    failed = [e for e in asyncio.run(env.calls.get(call_id))["events"] if e["type"] == "whatsapp_failed"]
     assert failed[0]["data"]["fallback"] is True
 
 
@@ -126,11 +127,11 @@ def test_terminal_errors_are_not_retried(env, error, alert, fallback):
     clock, alerts = FakeClock(), []
     client = ScriptedClient(error)
     wa, worker = make_worker(env, client, clock, alerts)
-    call_id = add_deflection(env.sync)
+    call_id = deflect(env)
     drive(worker, clock, env, until=lambda: only_message(env)["status"] == "failed")
     assert len(client.sent) == 1 and only_message(env)["last_error"].startswith(str(error.code))
     assert [a.kind for a in alerts] == ([alert] if alert else [])
-    event = [e for e in env.sync.get_call(call_id)["events"] if e["type"] == "whatsapp_failed"][0]
+    event = [e for e in asyncio.run(env.calls.get(call_id))["events"] if e["type"] == "whatsapp_failed"][0]
     assert event["data"]["fallback"] is fallback and event["data"]["code"] == error.code
 
 
@@ -138,7 +139,7 @@ def test_an_unknown_template_fails_without_calling_the_api(env):
     clock, alerts = FakeClock(), []
     client = ScriptedClient()
     wa, worker = make_worker(env, client, clock, alerts)
-    add_deflection(env.sync, payload={"template": "not_registered", "language": "es", "parameters": []})
+    deflect(env, payload={"template": "not_registered", "language": "es", "parameters": []})
     drive(worker, clock, env, until=lambda: only_message(env)["status"] == "failed")
     assert client.sent == [] and [a.kind for a in alerts] == ["payload_invalid"]
 
@@ -147,7 +148,7 @@ def test_an_expired_token_alerts_pauses_and_keeps_the_message_without_spending_a
     clock, alerts = FakeClock(), []
     client = ScriptedClient(api_error(TokenExpiredError, 190, 401), api_error(TokenExpiredError, 190, 401))
     wa, worker = make_worker(env, client, clock, alerts, max_attempts=2, auth_pause_s=60)
-    add_deflection(env.sync)
+    deflect(env)
     caplog.set_level(logging.DEBUG)
     drive(worker, clock, env, until=lambda: only_message(env)["status"] == "accepted")
     assert [a.kind for a in alerts] == ["token_expired", "token_expired"]
@@ -158,9 +159,9 @@ def test_one_message_per_customer_interval_and_a_global_rate(env):
     clock = FakeClock()
     client = ScriptedClient()
     wa, worker = make_worker(env, client, clock, per_user_interval_s=6.0)
-    add_deflection(env.sync, number="+525555550123")
-    add_deflection(env.sync, number="+525555550123", purpose="deflection")
-    add_deflection(env.sync, number="+525555550124")
+    deflect(env, number="+525555550123")
+    deflect(env, number="+525555550123", purpose="deflection")
+    deflect(env, number="+525555550124")
     sent_at = {}
     original = client.send
 
@@ -168,10 +169,10 @@ def test_one_message_per_customer_interval_and_a_global_rate(env):
         sent_at.setdefault(message.to, []).append(clock.elapsed)
         return await original(message)
     client.send = timed
-    drive(worker, clock, env, until=lambda: all(m["status"] == "accepted" for m in env.sync.outbox_messages()))
+    drive(worker, clock, env, until=lambda: all(m["status"] == "accepted" for m in outbox_messages(env)))
     a, b = sent_at["+525555550123"]
     assert b - a >= 6.0 and sent_at["+525555550124"][0] < 6.0
-    assert [m["attempts"] for m in env.sync.outbox_messages()] == [1, 1, 1]  # waiting is not an attempt
+    assert [m["attempts"] for m in outbox_messages(env)] == [1, 1, 1]  # waiting is not an attempt
 
     throttle = Throttle(clock, messages_per_second=2, per_user_interval_s=0)
     start = clock.elapsed
@@ -204,19 +205,19 @@ def test_secrets_come_from_the_environment_and_never_show(env, caplog, tmp_path)
         assert SECRET_TOKEN not in repr(channel) and SECRET_TOKEN not in repr(channel.client)
         await channel.stop()
     asyncio.run(go())
-    add_deflection(env.sync)
+    deflect(env)
     clock = FakeClock()
     _, worker = make_worker(env, ScriptedClient(api_error(TokenExpiredError, 190, 401)), clock)
     asyncio.run(worker.run_once())
     assert SECRET_TOKEN not in caplog.text and "whatsapp alert (token_expired)" in caplog.text
-    assert SECRET_TOKEN not in str(env.sync.list_calls()) + str(env.sync.outbox_messages())
+    assert SECRET_TOKEN not in str(asyncio.run(env.calls.list())) + str(outbox_messages(env))
 
 
 def test_after_an_outage_an_in_doubt_attempt_waits_a_full_grace_from_restart_before_any_resend(env):
     clock = FakeClock()
-    add_deflection(env.sync)
+    deflect(env)
     # The old process claimed and sent, then died; it stays down for 100 s (longer than the grace).
-    assert env.sync.claim_outbox_message(now=clock.now(), lease_s=11, in_doubt_grace_s=30) is not None
+    assert asyncio.run(env.outbox.claim(now=clock.now(), lease_s=11, in_doubt_grace_s=30)) is not None
     clock.advance(100)
     client = ScriptedClient()
     _, worker = make_worker(env, client, clock, in_doubt_grace_s=30)  # the restarted sender

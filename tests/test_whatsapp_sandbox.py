@@ -25,7 +25,7 @@ from gateway.whatsapp import (
 )
 from gateway.whatsapp.errors import classify
 from gateway.whatsapp.templates import MessageBuilder, TemplateRegistry
-from gateway.whatsapp.testing import FakeClock
+from tests.support.whatsapp import FakeClock
 
 TOKEN = SecretStr("sandbox-token-123")
 TO = "+525555550123"

@@ -10,9 +10,9 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 
 from gateway.store import Store, merge_message_status
-from gateway.store_async import AsyncStore
 from gateway.whatsapp import create_whatsapp_router, sign
-from gateway.whatsapp.testing import FakeClock, add_deflection
+from tests.support.store import outbox_messages, whatsapp_inbound, whatsapp_statuses
+from tests.support.whatsapp import FakeClock, deflect
 
 SECRET = SecretStr("app-secret-for-tests")
 PHONE_ID = "106540352242922"
@@ -21,7 +21,7 @@ NUMBER = "+525555550123"
 
 @pytest.fixture
 def env(tmp_path):
-    store = AsyncStore(Store(f"sqlite:///{tmp_path / 'p.db'}"))
+    store = Store(f"sqlite:///{tmp_path / 'p.db'}")
     inbound_events = []
 
     async def on_inbound(event):
@@ -63,9 +63,16 @@ async def post(http, payload, *, secret: SecretStr = SECRET, raw: bytes | None =
     return await http.post("/webhooks/whatsapp", content=body, headers=h)
 
 
-def nothing_stored(store: AsyncStore) -> bool:
-    s = store.sync
-    return not s.whatsapp_statuses() and not s.whatsapp_inbound() and all(m["status"] == "pending" for m in s.outbox_messages())
+def nothing_stored(store: Store) -> bool:
+    return not whatsapp_statuses(store) and not whatsapp_inbound(store) and all(m["status"] == "pending" for m in outbox_messages(store))
+
+
+def claim_next(store: Store):
+    return asyncio.run(store.outbox.claim(now=FakeClock().now(), lease_s=60, in_doubt_grace_s=30))
+
+
+def accepted(store: Store, outbox_id: int, wamid: str) -> None:
+    asyncio.run(store.outbox.accepted(outbox_id, wamid, now=FakeClock().now()))
 
 
 def test_verification_echoes_the_challenge_only_for_the_right_token(env):
@@ -86,7 +93,7 @@ def test_verification_echoes_the_challenge_only_for_the_right_token(env):
 
 def test_forged_unsigned_oversized_and_malformed_posts_are_refused_and_change_nothing(env):
     store, app, events = env
-    call_id = add_deflection(store.sync)
+    call_id = deflect(store)
     good = envelope({"statuses": [status("wamid.X", "delivered", callback=f"{call_id}:deflection")]})
 
     async def go(http):
@@ -118,10 +125,10 @@ def test_forged_unsigned_oversized_and_malformed_posts_are_refused_and_change_no
 
 def test_duplicate_and_out_of_order_statuses_end_at_the_right_status(env):
     store, app, _ = env
-    call_a, call_b, call_c = (add_deflection(store.sync, number=n) for n in ("+525555550101", "+525555550102", "+525555550103"))
+    call_a, call_b, call_c = (deflect(store, number=n) for n in ("+525555550101", "+525555550102", "+525555550103"))
     for call_id, wamid in ((call_a, "wamid.A"), (call_b, "wamid.B"), (call_c, "wamid.C")):
-        claim = store.sync.claim_outbox_message(now=FakeClock().now(), lease_s=60, in_doubt_grace_s=30)
-        store.sync.outbox_accepted(claim.id, wamid, now=FakeClock().now())
+        claim = claim_next(store)
+        accepted(store, claim.id, wamid)
     failed = [{"code": 131026, "title": "Message undeliverable", "message": "Message undeliverable", "error_data": {"details": "x"}}]
 
     async def go(http):
@@ -135,35 +142,35 @@ def test_duplicate_and_out_of_order_statuses_end_at_the_right_status(env):
         for _ in range(2):
             await post(http, envelope({"statuses": [status("wamid.C", "sent"), status("wamid.C", "failed", errors=failed)]}))
     run(app, go)
-    by_call = {m["call_id"]: m for m in store.sync.outbox_messages()}
+    by_call = {m["call_id"]: m for m in outbox_messages(store)}
     assert by_call[call_a]["status"] == "read"
     assert by_call[call_b]["status"] == "delivered" and by_call[call_b]["last_error"] is None
     assert by_call[call_c]["status"] == "failed" and by_call[call_c]["last_error"].startswith("131026")
-    assert len(store.sync.whatsapp_statuses("wamid.A")) == 3
-    failures = [e for e in store.sync.get_call(call_c)["events"] if e["type"] == "whatsapp_failed"]
+    assert len(whatsapp_statuses(store, "wamid.A")) == 3
+    failures = [e for e in asyncio.run(store.calls.get(call_c))["events"] if e["type"] == "whatsapp_failed"]
     assert len(failures) == 1 and failures[0]["data"]["fallback"] is True
 
 
 def test_a_status_arriving_before_the_send_answer_is_kept_and_applied(env):
     store, app, _ = env
-    call_id = add_deflection(store.sync)
-    claim = store.sync.claim_outbox_message(now=FakeClock().now(), lease_s=60, in_doubt_grace_s=30)
+    call_id = deflect(store)
+    claim = claim_next(store)
 
     async def go(http):
         # The webhook for another process's wamid (no callback data) is kept, unattached.
         await post(http, envelope({"statuses": [status("wamid.EARLY", "delivered")]}))
     run(app, go)
-    assert store.sync.outbox_messages()[0]["status"] == "sending"
-    store.sync.outbox_accepted(claim.id, "wamid.EARLY", now=FakeClock().now())
-    m = store.sync.get_call(call_id)["messages"][0]
+    assert outbox_messages(store)[0]["status"] == "sending"
+    accepted(store, claim.id, "wamid.EARLY")
+    m = asyncio.run(store.calls.get(call_id))["messages"][0]
     assert (m["status"], m["wamid"]) == ("delivered", "wamid.EARLY")
 
 
 def test_inbound_messages_are_stored_once_open_the_window_and_reach_the_handler(env):
     store, app, events = env
-    call_id = add_deflection(store.sync)
-    claim = store.sync.claim_outbox_message(now=FakeClock().now(), lease_s=60, in_doubt_grace_s=30)
-    store.sync.outbox_accepted(claim.id, "wamid.OURS", now=FakeClock().now())
+    call_id = deflect(store)
+    claim = claim_next(store)
+    accepted(store, claim.id, "wamid.OURS")
     reply = envelope({
         "contacts": [{"profile": {"name": "Ana"}, "wa_id": "5215555550123"}],  # Mexico's WhatsApp id keeps the legacy "1"
         "messages": [{"from": "5215555550123", "id": "wamid.IN1", "timestamp": "1736164900", "type": "button",
@@ -179,13 +186,13 @@ def test_inbound_messages_are_stored_once_open_the_window_and_reach_the_handler(
         assert (await post(http, other_number)).status_code == 200
         await asyncio.sleep(0.05)  # the handler runs after the answer
     run(app, go)
-    inbound = store.sync.whatsapp_inbound()
+    inbound = whatsapp_inbound(store)
     assert len(inbound) == 1 and inbound[0]["from_number"] == NUMBER and inbound[0]["call_id"] == call_id
     assert inbound[0]["text"] == "Sí, sigamos"
-    assert store.sync.whatsapp_last_inbound(NUMBER).timestamp() == 1736164900
-    assert store.sync.whatsapp_last_inbound("+14155550100") is None
+    assert asyncio.run(store.whatsapp.last_inbound(NUMBER)).timestamp() == 1736164900
+    assert asyncio.run(store.whatsapp.last_inbound("+14155550100")) is None
     assert len(events) == 1 and events[0].call_id == call_id and events[0].payload.startswith("continue|")
-    assert any(e["type"] == "whatsapp_reply" for e in store.sync.get_call(call_id)["events"])
+    assert any(e["type"] == "whatsapp_reply" for e in asyncio.run(store.calls.get(call_id))["events"])
 
 
 @pytest.mark.parametrize("current, incoming, result", [

@@ -14,18 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
-import json
 import logging
+import random
 import re
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Any
 
 import httpx
 
+from gateway.config import FlowSettings
 from gateway.flows.definitions import (
     AskStep,
     ButtonsStep,
@@ -39,9 +38,9 @@ from gateway.flows.definitions import (
     pick,
     render,
 )
-from gateway.flows.settings import FlowSettings
-from gateway.flows.store import Conversation, ConversationStore, Turn
-from gateway.store_async import AsyncStore
+from gateway.flows.handoff import HandoffDelivery
+from gateway.store import Conversation, Store, Turn
+from gateway.timing import Clock, SystemClock
 from gateway.whatsapp.webhooks import InboundEvent
 
 log = logging.getLogger(__name__)
@@ -51,24 +50,19 @@ CSAT_PREFIX = "csat:"
 MEDIA_DONE = "media_done"
 HANDOFF_BUTTONS = frozenset({"call_me", "agent", "handoff", "human"})
 TEXT_MAX, INTERACTIVE_BODY_MAX = 4096, 1024
-SIGNATURE_HEADER = "X-Puente-Signature-256"  # HMAC-SHA256 of the handoff body under flows.handoff_secret
-
-
-class _Clock:
-    def now(self) -> datetime:
-        return datetime.now(timezone.utc)
 
 
 class FlowEngine:
     def __init__(
         self,
-        store: AsyncStore,
+        store: Store,
         settings: FlowSettings | None = None,
         *,
         library: FlowLibrary | None = None,
         backend_url: str | None = None,
         http: httpx.AsyncClient | None = None,
-        clock: Any = None,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
         wake: Callable[[], None] | None = None,
     ) -> None:
         """``backend_url``: the value of ``{backend_url}`` when ``settings.backend_url`` is unset (the gateway
@@ -77,14 +71,14 @@ class FlowEngine:
         self.settings = settings or FlowSettings()
         self.library = library or FlowLibrary.load(self.settings.file)
         self.store = store
-        self.conversations = ConversationStore(store.sync)
         self.backend_url = (self.settings.backend_url or backend_url or "").rstrip("/")
         self.wake = wake
-        self._clock = clock or _Clock()
+        self._clock = clock or SystemClock()
         self._own_http = http is None
         self._http = http or httpx.AsyncClient(trust_env=False)
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.handoffs = HandoffDelivery(store, self.settings, self._http, clock=self._clock, rng=rng or random.Random())
         self._redeliver: asyncio.Task[None] | None = None
 
     # --- lifecycle -------------------------------------------------------------------
@@ -94,7 +88,7 @@ class FlowEngine:
         failed handoff webhooks (and of any left pending by a crash)."""
         await self.recover()
         if self._redeliver is None or self._redeliver.done():
-            self._redeliver = asyncio.get_running_loop().create_task(self._redeliver_loop(), name="flows-handoff-redelivery")
+            self._redeliver = asyncio.get_running_loop().create_task(self.handoffs.run(), name="flows-handoff-redelivery")
 
     async def stop(self, timeout_s: float = 10.0) -> None:
         if self._redeliver is not None:
@@ -134,7 +128,7 @@ class FlowEngine:
     async def recover(self) -> int:
         """Handle customer messages received in the last ``recover_window_s`` that no turn handled; returns how many."""
         since = self._clock.now() - timedelta(seconds=self.settings.recover_window_s)
-        rows = await self.store.run(self.conversations.unhandled_inbound, since=since)
+        rows = await self.store.conversations.unhandled_inbound(since=since)
         for row in rows:
             media = row["message"].get(row["type"]) if isinstance(row.get("message"), dict) else None
             await self.handle_inbound(InboundEvent(
@@ -146,10 +140,10 @@ class FlowEngine:
         return len(rows)
 
     async def _turn(self, event: InboundEvent) -> None:
-        if await self.store.run(self.conversations.handled, event.wamid):
+        if await self.store.conversations.handled(event.wamid):
             return  # already answered (recovery and the webhook raced, or a redelivered event)
         now = self._clock.now()
-        conv = await self.store.run(self.conversations.open, event.call_id, event.number, now=now)
+        conv = await self.store.conversations.open(event.call_id, event.number, now=now)
         if conv is None:
             log.warning("flows: call %s of message %s is not in the store", event.call_id, event.wamid)
             return
@@ -160,73 +154,11 @@ class FlowEngine:
             "data": {k: v for k, v in {"payload": event.payload, "media": event.media, "context_wamid": event.context_wamid}.items() if v},
         }
         await run.handle(event)
-        handoff_id = await self.store.run(self.conversations.commit_turn, turn)
+        handoff_id = await self.store.conversations.commit_turn(turn)
         if turn.outbound and self.wake is not None:
             self.wake()
         if handoff_id is not None:
-            self._spawn(self.deliver_handoff(handoff_id))
-
-    # --- handoff webhook ---------------------------------------------------------------
-
-    async def deliver_handoff(self, handoff_id: int, *, attempts: int | None = None) -> bool:
-        """POST the handoff's payload to ``handoff_webhook_url``; every attempt is recorded, a failure is kept for redelivery."""
-        s = self.settings
-        if not s.handoff_webhook_url:
-            await self.store.run(self.conversations.handoff_not_configured, handoff_id)
-            return False
-        record = await self.store.run(self.conversations.handoff, handoff_id)
-        if record is None or record["status"] == "delivered":
-            return True
-        tries = attempts or s.handoff_attempts
-        for attempt in range(tries):
-            error, code = None, None
-            try:
-                body = json.dumps(record["payload"], ensure_ascii=False, separators=(",", ":")).encode()
-                headers = {"Content-Type": "application/json", "Idempotency-Key": f"puente-handoff-{handoff_id}"}
-                if s.handoff_secret is not None:
-                    headers[SIGNATURE_HEADER] = "sha256=" + hmac.new(s.handoff_secret.get_secret_value().encode(), body, hashlib.sha256).hexdigest()
-                response = await self._http.post(s.handoff_webhook_url, content=body, timeout=s.handoff_timeout_s, headers=headers)
-                code = response.status_code
-                if response.is_success:
-                    await self.store.run(self.conversations.handoff_attempted, handoff_id, now=self._clock.now(), ok=True,
-                                         error=None, response_status=code, status="delivered")
-                    log.info("flows: handoff %s delivered (%s)", handoff_id, code)
-                    return True
-                error = f"HTTP {code}"
-            except httpx.HTTPError as exc:
-                error = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
-            last = attempt == tries - 1
-            now = self._clock.now()
-            await self.store.run(
-                self.conversations.handoff_attempted, handoff_id, now=now, ok=False, error=error, response_status=code,
-                status="failed" if last else "pending",
-                next_attempt_at=now + timedelta(seconds=s.handoff_retry_interval_s) if last else None,
-            )
-            log.warning("flows: handoff %s attempt failed: %s", handoff_id, error)
-            if not last:
-                await asyncio.sleep(s.handoff_backoff_s * 2 ** attempt)
-        return False
-
-    async def redeliver_due(self, *, include_pending: bool = False) -> int:
-        """One redelivery pass over failed handoffs whose time has come; returns how many were delivered."""
-        ids = await self.store.run(self.conversations.due_handoffs, now=self._clock.now(), max_attempts=self.settings.handoff_max_attempts,
-                                   include_pending=include_pending)
-        delivered = 0
-        for handoff_id in ids:
-            delivered += await self.deliver_handoff(handoff_id, attempts=1)
-        return delivered
-
-    async def _redeliver_loop(self) -> None:
-        first = True
-        while True:
-            try:
-                await self.redeliver_due(include_pending=first)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("flows: handoff redelivery pass failed")
-            first = False
-            await asyncio.sleep(self.settings.handoff_retry_interval_s)
+            self._spawn(self.handoffs.deliver(handoff_id))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

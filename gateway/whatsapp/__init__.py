@@ -3,6 +3,8 @@
 Entry points for the gateway: ``build_whatsapp`` (everything from settings), or the parts —
 ``CloudApiClient``, ``OutboxWorker``, ``create_whatsapp_router``, ``Sandbox``.
 """
+from gateway.signing import sign, signature_valid
+from gateway.timing import Clock, SystemClock, backoff_delay
 from gateway.whatsapp import wire
 from gateway.whatsapp.channel import WhatsAppChannel, build_whatsapp, local_base
 from gateway.whatsapp.client import CloudApiClient, SendResult
@@ -21,10 +23,10 @@ from gateway.whatsapp.errors import (
     WhatsAppError,
 )
 from gateway.whatsapp.outbox import Alert, OutboxWorker
-from gateway.whatsapp.pacing import Clock, SystemClock, Throttle, backoff_delay
+from gateway.whatsapp.pacing import Throttle
 from gateway.whatsapp.sandbox import FaultRequest, ReplyRequest, Sandbox
 from gateway.whatsapp.templates import MessageBuilder, TemplateRegistry
-from gateway.whatsapp.webhooks import InboundEvent, create_whatsapp_router, sign, signature_valid
+from gateway.whatsapp.webhooks import InboundEvent, create_whatsapp_router
 
 __all__ = [
     "Alert", "Clock", "CloudApiClient", "CloudApiError", "DeliveryInDoubt", "FaultRequest", "InboundEvent",

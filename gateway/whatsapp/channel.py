@@ -14,10 +14,10 @@ from fastapi import APIRouter
 from pydantic import SecretStr
 
 from gateway.config import Settings
-from gateway.store_async import AsyncStore
+from gateway.store import Store
+from gateway.timing import Clock, SystemClock
 from gateway.whatsapp.client import CloudApiClient
 from gateway.whatsapp.outbox import Alert, OutboxWorker
-from gateway.whatsapp.pacing import Clock, SystemClock
 from gateway.whatsapp.sandbox import Sandbox
 from gateway.whatsapp.templates import MessageBuilder, TemplateRegistry
 from gateway.whatsapp.webhooks import InboundEvent, create_whatsapp_router
@@ -75,7 +75,7 @@ def local_base(settings: Settings) -> str:
 
 def build_whatsapp(
     settings: Settings,
-    store: AsyncStore,
+    store: Store,
     *,
     http_client_factory: HttpClientFactory | None = None,
     clock: Clock | None = None,

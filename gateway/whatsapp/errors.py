@@ -80,11 +80,17 @@ RETRYABLE_CODES = frozenset({130429, 131056, 131049, 131057})
 TRANSIENT_GRAPH_CODES = frozenset({1, 2, 131000})
 
 
+#: 131026: the number cannot receive WhatsApp messages (``UndeliverableError``).
+UNDELIVERABLE = 131026
+#: Failures after which another channel should reach the customer instead.
+FALLBACK_CODES = frozenset({UNDELIVERABLE})
+
+
 def classify(code: int | None, http_status: int, message: str, details: str | None, fbtrace_id: str | None) -> CloudApiError:
     kwargs = {"code": code, "http_status": http_status, "details": details, "fbtrace_id": fbtrace_id}
     if code in RETRYABLE_CODES or http_status >= 500 or http_status == 429 or code in TRANSIENT_GRAPH_CODES:
         return RetryableApiError(message, **kwargs)
-    if code == 131026:
+    if code == UNDELIVERABLE:
         return UndeliverableError(message, **kwargs)
     if code == 131047:
         return ReengagementError(message, **kwargs)

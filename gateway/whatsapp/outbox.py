@@ -1,6 +1,6 @@
 """The sender: delivers outbox rows to the Cloud API, durably and at a bounded pace.
 
-Guarantee (read with store.claim_outbox_message):
+Guarantee (read with ``gateway.store.outbox.Outbox.claim``):
 
 * Every message is attempted until accepted, failed for a reason retrying cannot fix, or
   ``max_attempts`` is spent. Rows survive restarts: they live in the database.
@@ -25,11 +25,11 @@ import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from gateway.config import WhatsAppSettings
-from gateway.store import OutboxClaim
-from gateway.store_async import AsyncStore
+from gateway.store import OutboxClaim, Store
+from gateway.timing import Clock, backoff_delay
 from gateway.whatsapp.client import CloudApiClient
 from gateway.whatsapp.errors import (
     CloudApiError,
@@ -43,7 +43,7 @@ from gateway.whatsapp.errors import (
     TokenExpiredError,
     UndeliverableError,
 )
-from gateway.whatsapp.pacing import Clock, Throttle, backoff_delay
+from gateway.whatsapp.pacing import Throttle
 from gateway.whatsapp.templates import MessageBuilder
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ class Alert:
 class OutboxWorker:
     def __init__(
         self,
-        store: AsyncStore,
+        store: Store,
         client: CloudApiClient,
         builder: MessageBuilder,
         settings: WhatsAppSettings,
@@ -127,8 +127,7 @@ class OutboxWorker:
 
     async def run_once(self) -> bool:
         """Claim and handle one due message; ``False`` when none is due."""
-        claim = await self._store.run(
-            self._store.sync.claim_outbox_message,
+        claim = await self._store.outbox.claim(
             now=self._clock.now(), lease_s=self._s.lease_s, in_doubt_grace_s=self._s.in_doubt_grace_s,
             listening_since=self._listening_since,
         )
@@ -178,11 +177,11 @@ class OutboxWorker:
             await self._fail(claim, exc.describe(), code=exc.code, fallback=False)
         else:
             self._throttle.sent_to(claim.to_number)
-            await self._store.run(self._store.sync.outbox_accepted, claim.id, result.wamid, now=self._clock.now())
+            await self._store.outbox.accepted(claim.id, result.wamid, now=self._clock.now())
             log.info("whatsapp outbox: message %s (%s) accepted as %s", claim.id, claim.purpose, result.wamid)
 
     async def _window_open(self, number: str) -> bool:
-        last: datetime | None = await self._store.run(self._store.sync.whatsapp_last_inbound, number)
+        last = await self._store.whatsapp.last_inbound(number)
         return last is not None and self._clock.now() - last < timedelta(hours=self._s.window_hours)
 
     async def _retry(
@@ -196,14 +195,14 @@ class OutboxWorker:
             delay = backoff_delay(claim.attempts, base_s=self._s.backoff_base_s, cap_s=self._s.backoff_cap_s, rng=self._rng)
         now = self._clock.now()
         log.warning("whatsapp outbox: message %s attempt %s: %s; next in %.1fs", claim.id, claim.attempts, error, delay)
-        await self._store.run(
-            self._store.sync.outbox_retry_later, claim.id, now=now, next_attempt_at=now + timedelta(seconds=delay),
+        await self._store.outbox.retry_later(
+            claim.id, now=now, next_attempt_at=now + timedelta(seconds=delay),
             error=error, error_code=code, in_doubt=in_doubt, consume_attempt=consume_attempt,
         )
 
     async def _fail(self, claim: OutboxClaim, error: str, *, code: int | None, fallback: bool) -> None:
         log.warning("whatsapp outbox: message %s (%s) failed: %s", claim.id, claim.purpose, error)
-        await self._store.run(self._store.sync.outbox_failed, claim.id, now=self._clock.now(), error=error, error_code=code, fallback=fallback)
+        await self._store.outbox.failed(claim.id, now=self._clock.now(), error=error, error_code=code, fallback=fallback)
 
     def _alert(self, alert: Alert) -> None:
         log.error("whatsapp alert (%s): %s", alert.kind, alert.message)

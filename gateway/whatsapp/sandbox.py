@@ -30,12 +30,20 @@ import httpx
 import phonenumbers
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+)
 
+from gateway.signing import sign
+from gateway.timing import Clock
 from gateway.whatsapp import wire
-from gateway.whatsapp.pacing import Clock
 from gateway.whatsapp.templates import TemplateRegistry, parameter_problem
-from gateway.whatsapp.webhooks import SIGNATURE_HEADER, sign
+from gateway.whatsapp.webhooks import SIGNATURE_HEADER
 
 log = logging.getLogger(__name__)
 

@@ -62,6 +62,19 @@ class TemplateRegistry:
         return _PLACEHOLDER.sub(lambda m: parameters[int(m.group(1)) - 1] if int(m.group(1)) <= len(parameters) else m.group(0), template.body)
 
 
+def followup_payload(template: str, language: str, context: Mapping[str, Any]) -> dict[str, Any]:
+    """The outbox payload of the first message after a deflection: ``template`` quotes the call's
+    reason ({{1}}, an intent id put into words by ``MessageBuilder``) and the caller's words ({{2}});
+    ``context`` (the handoff context) travels along for the self-service flow."""
+    return {
+        "template": template,
+        "language": language,
+        # The template quotes the words and ends the sentence itself.
+        "parameters": [context["intent"], str(context["transcript"]).rstrip(" .")],
+        "context": dict(context),
+    }
+
+
 class MessageBuilder:
     """Outbox payload → typed Cloud API message.
 

@@ -9,7 +9,6 @@ anything that reacts to a customer's message runs afterwards as its own task.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
@@ -21,26 +20,15 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import SecretStr, ValidationError
 
-from gateway.store import InboundRecord, StatusUpdate
-from gateway.store_async import AsyncStore
+from gateway.signing import signature_valid
+from gateway.store import InboundRecord, StatusUpdate, Store
+from gateway.timing import Clock
 from gateway.whatsapp import wire
-from gateway.whatsapp.pacing import Clock
+from gateway.whatsapp.errors import FALLBACK_CODES
 
 log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
-
-
-def sign(app_secret: SecretStr, body: bytes) -> str:
-    """The ``X-Hub-Signature-256`` value Meta sends for ``body``."""
-    return "sha256=" + hmac.new(app_secret.get_secret_value().encode(), body, hashlib.sha256).hexdigest()
-
-
-def signature_valid(app_secret: SecretStr, body: bytes, header: str | None) -> bool:
-    if not header:
-        return False
-    # Compare bytes in constant time; a non-ASCII header simply fails to match.
-    return hmac.compare_digest(sign(app_secret, body).encode(), header.strip().encode("utf-8", "replace"))
 
 
 def normalize_wa_id(wa_id: str) -> str:
@@ -109,7 +97,7 @@ _TRACKED_STATUSES = frozenset({"sent", "delivered", "read", "failed"})
 
 def create_whatsapp_router(
     *,
-    store: AsyncStore,
+    store: Store,
     app_secret: SecretStr,
     verify_token: SecretStr | None,
     phone_number_id: str,
@@ -153,8 +141,8 @@ def create_whatsapp_router(
         except (ValidationError, ValueError, OverflowError, OSError):
             return _refuse(400, "malformed payload")
         now = clock.now()
-        new_inbound = await store.run(_apply, store.sync, statuses, inbound, now)
-        for event in new_inbound:
+        fresh = await store.whatsapp.ingest(statuses, inbound, now=now, fallback_codes=FALLBACK_CODES)
+        for event in (_inbound_event(record, call_id) for record, call_id in fresh):
             if on_inbound is not None:
                 task = asyncio.get_running_loop().create_task(_follow_up(on_inbound, event))
                 followups.add(task)
@@ -179,21 +167,11 @@ def _events(payload: wire.WebhookPayload, phone_number_id: str) -> tuple[list[St
     return statuses, inbound
 
 
-def _apply(sync, statuses: list[StatusUpdate], inbound: list[InboundRecord], now: datetime) -> list[InboundEvent]:
-    for status in statuses:
-        sync.record_whatsapp_status(status, now=now)
-    fresh = []
-    for record in inbound:
-        new, call_id = sync.record_whatsapp_inbound(record, now=now)
-        if new:
-            fresh.append(
-                InboundEvent(
-                    call_id=call_id, number=record.from_number, wamid=record.wamid, type=record.type,
-                    text=record.text, payload=record.payload, context_wamid=record.context_wamid,
-                    media=_media_of(record),
-                )
-            )
-    return fresh
+def _inbound_event(record: InboundRecord, call_id: str | None) -> InboundEvent:
+    return InboundEvent(
+        call_id=call_id, number=record.from_number, wamid=record.wamid, type=record.type, text=record.text,
+        payload=record.payload, context_wamid=record.context_wamid, media=_media_of(record),
+    )
 
 
 def _media_of(record: InboundRecord) -> dict[str, Any] | None:

@@ -1,0 +1,551 @@
+"""One call, as an explicit state machine.
+
+A ``CallSession`` consumes what the SIP edge reports about its call (audio frames,
+DTMF, playback and transfer progress, hangup) from one asyncio queue, in order, and
+answers with telephony commands. Transcription and classification run in worker
+threads; the session awaits them, so its own logic is single-threaded and every
+transition goes through ``_enter`` (checked against ``TRANSITIONS`` and persisted).
+
+    answered → greeting → listening → transcribing → classifying → deciding → acting → ended
+                             ▲  │ no input                            │ ▲    │ reprompt
+                             │  ▼                                   │ │    ▼
+                             └─ reprompting ◀────────────────────────┼─┼────┘
+                                         consenting (WhatsApp opt-in)◀┘ │
+                                              └────────────────────────┘
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from typing import Any, Protocol
+
+from gateway.call.context import HandoffContext
+from gateway.call.numbers import CallerNumber
+from gateway.call.prompts import Prompt, PromptLibrary
+from gateway.call.recorder import CallRecorder
+from gateway.call.routing import Decision, RoutingPolicy, Understanding
+from gateway.call.speech import SpeechPipeline
+from gateway.config import Settings
+from gateway.store import (
+    DecisionRecord,
+    NewCall,
+    OutboundMessage,
+    Store,
+    UtteranceRecord,
+)
+from gateway.whatsapp.templates import followup_payload
+from models import (
+    FRAME_MS,
+    AudioFrame,
+    Endpointer,
+    EndpointerConfig,
+    NoInput,
+    SpeechStarted,
+    UtteranceEnded,
+)
+from sip import (
+    CallEnded,
+    CallMediaReady,
+    DtmfReceived,
+    IncomingCall,
+    PlaybackFinished,
+    TransferUpdate,
+)
+
+log = logging.getLogger(__name__)
+
+
+class CallState(str, Enum):
+    ANSWERED = "answered"
+    GREETING = "greeting"
+    LISTENING = "listening"
+    TRANSCRIBING = "transcribing"
+    CLASSIFYING = "classifying"
+    DECIDING = "deciding"
+    CONSENTING = "consenting"
+    REPROMPTING = "reprompting"
+    ACTING = "acting"
+    ENDED = "ended"
+
+
+S = CallState
+TRANSITIONS: dict[CallState, frozenset[CallState]] = {
+    S.ANSWERED: frozenset({S.GREETING}),
+    S.GREETING: frozenset({S.LISTENING}),
+    S.LISTENING: frozenset({S.TRANSCRIBING, S.REPROMPTING, S.DECIDING}),
+    S.TRANSCRIBING: frozenset({S.CLASSIFYING, S.DECIDING}),
+    S.CLASSIFYING: frozenset({S.DECIDING}),
+    S.DECIDING: frozenset({S.REPROMPTING, S.CONSENTING, S.ACTING}),
+    S.CONSENTING: frozenset({S.DECIDING}),
+    S.REPROMPTING: frozenset({S.LISTENING}),
+    S.ACTING: frozenset(),
+    S.ENDED: frozenset(),
+}
+# The caller may hang up, and the gateway may stop, in any state.
+for _state in CallState:
+    if _state is not S.ENDED:
+        TRANSITIONS[_state] = TRANSITIONS[_state] | {S.ENDED}
+_HEARING = frozenset({S.GREETING, S.LISTENING, S.REPROMPTING, S.CONSENTING})
+
+#: DTMF 0 during the IVR asks for a person, as callers have learned to expect.
+AGENT_DIGIT = "0"
+#: The keys of the WhatsApp consent question ("say yes or press 1, no or press 2").
+CONSENT_DIGITS = {"1": True, "2": False}
+
+
+class Telephony(Protocol):
+    """The commands a session sends to the SIP edge (``sip.SipEndpoint`` implements them)."""
+
+    def play(self, call_id: str, wav_path: Any) -> str: ...
+    def stop_playback(self, call_id: str) -> None: ...
+    def hangup(self, call_id: str, status_code: int | None = None) -> None: ...
+    def transfer(self, call_id: str, target_uri: str, headers: dict[str, str]) -> None: ...
+
+
+@dataclass(frozen=True)
+class FrameIn:
+    """A caller frame and when it reached the gateway (monotonic seconds)."""
+
+    frame: AudioFrame
+    arrived: float
+
+
+@dataclass(frozen=True)
+class HoldExpired:
+    pass
+
+
+@dataclass
+class SessionDeps:
+    settings: Settings
+    telephony: Telephony
+    store: Store
+    speech: SpeechPipeline
+    policy: RoutingPolicy
+    prompts: PromptLibrary
+    endpointer: Endpointer
+    clock: Callable[[], float] = time.monotonic  # monotonic seconds
+
+
+@dataclass
+class _Progress:
+    """What the call has accumulated so far; it becomes the handoff context."""
+
+    utterances: list[str] = field(default_factory=list)
+    dtmf: list[str] = field(default_factory=list)
+    no_inputs: int = 0
+    reprompts: int = 0
+    decisions: int = 0
+    intent: str | None = None
+    confidence: float | None = None
+    ranking: list[dict[str, float]] = field(default_factory=list)
+    consent: str | None = None  # how consent was settled on this call: on_record, dtmf, speech, policy
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A WhatsApp decision waiting for the caller's consent."""
+
+    decision: Decision
+    heard: Understanding
+    utterance_seq: int | None
+    timings: dict[str, float]
+
+
+class CallSession:
+    def __init__(self, call: IncomingCall, caller: CallerNumber, deps: SessionDeps) -> None:
+        self.call = call
+        self.caller = caller
+        self._deps = deps
+        self._line = deps.settings.line(call.to_user)
+        self.language: str | None = self._line.languages[0] if len(self._line.languages) == 1 else None
+        self.state = CallState.ANSWERED
+        self.inbox: asyncio.Queue[object] = asyncio.Queue()
+        self._progress = _Progress()
+        self._playback: str | None = None
+        self._last_index = -1
+        self._arrivals: deque[tuple[int, float]] = deque(maxlen=500)  # 10 s of frame arrival times
+        self._outcome: str | None = None
+        self._hold_timer: asyncio.TimerHandle | None = None
+        self._transferring = False
+        self._pending: _Pending | None = None
+        self._ending = False  # the call ended; its CallEnded waits in the inbox
+        self._record = CallRecorder(deps.store, call.call_id)
+        self.done = asyncio.Event()
+
+    @property
+    def call_id(self) -> str:
+        return self.call.call_id
+
+    @property
+    def store_failure(self) -> str | None:
+        """Why the context store stopped taking this call's writes, or None while it takes them."""
+        return self._record.failure
+
+    def post(self, item: object) -> None:
+        """Called on the event loop for everything the SIP edge reports about this call."""
+        if isinstance(item, CallEnded):
+            self._ending = True  # seen at once, so a turn being transcribed or classified decides nothing more
+        self.inbox.put_nowait(item)
+
+    # --- main loop ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        d = self._deps
+        await self._record.start(
+            NewCall(
+                call_id=self.call_id, sip_call_id=self.call.sip_call_id, from_uri=self.call.from_uri,
+                to_uri=self.call.to_uri, line=self.call.to_user, caller_number=self.caller.e164,
+                remote_address=self.call.remote_address, asr_model=d.speech.asr_model,
+                nlu_version=d.speech.nlu_version,
+            ),
+            self.state.value,
+        )
+        if self.language:
+            await self._record.event("language_forced", {"language": self.language}, language=self.language)
+        try:
+            while self.state is not CallState.ENDED:
+                await self._handle(await self.inbox.get())
+        except Exception:
+            log.exception("call %s failed; hanging up", self.call_id)
+            d.telephony.hangup(self.call_id, 500)
+            await self._end("gateway", "internal error", outcome="failed")
+        finally:
+            if self._hold_timer:
+                self._hold_timer.cancel()
+            self.done.set()
+
+    async def _handle(self, item: object) -> None:
+        match item:
+            case FrameIn(frame=frame, arrived=arrived):
+                await self._on_frame(frame, arrived)
+            case CallMediaReady():
+                if self.state is CallState.ANSWERED:
+                    await self._enter(CallState.GREETING)
+                    self._play(Prompt.GREETING)
+                    self._deps.endpointer.begin_turn(self._last_index + 1)
+            case DtmfReceived(digit=digit, method=method):
+                await self._on_dtmf(digit, method)
+            case PlaybackFinished(playback_id=playback_id):
+                if playback_id == self._playback:
+                    self._playback = None
+                    await self._on_prompt_done()
+            case TransferUpdate(status_code=code, final=final):
+                await self._on_transfer(code, final)
+            case HoldExpired():
+                if self.state is CallState.ACTING and self._outcome is None:
+                    self._outcome = "unserved"
+                    self._play(Prompt.GOODBYE)
+            case CallEnded(by=by, reason=reason):
+                await self._on_ended(by, reason)
+
+    # --- hearing -----------------------------------------------------------------------
+
+    async def _on_frame(self, frame: AudioFrame, arrived: float) -> None:
+        self._last_index = frame.index
+        self._arrivals.append((frame.index, arrived))
+        if self.state not in _HEARING:
+            return
+        for event in self._deps.endpointer.push(frame):
+            if isinstance(event, SpeechStarted):
+                await self._on_speech_started(event)
+            elif isinstance(event, UtteranceEnded) and self.state is CallState.CONSENTING:
+                await self._on_consent_answer(event)
+            elif isinstance(event, UtteranceEnded):
+                await self._on_utterance(event)
+            elif isinstance(event, NoInput) and self.state is CallState.CONSENTING and self._playback is None:
+                # Silence while the question plays is listening; the wait for the answer starts when it ends.
+                await self._settle_consent(None, "no answer")
+            elif isinstance(event, NoInput) and self.state is CallState.LISTENING:
+                await self._on_no_input(event)
+            if self.state not in _HEARING:
+                break
+
+    async def _on_speech_started(self, event: SpeechStarted) -> None:
+        if self._playback is not None:  # barge-in: the caller talks over the prompt
+            self._stop_prompt()
+            await self._event("barge_in", {"at_ms": event.start_ms})
+        if self.state in (CallState.GREETING, CallState.REPROMPTING):
+            await self._enter(CallState.LISTENING)
+
+    async def _on_prompt_done(self) -> None:
+        if self.state in (CallState.GREETING, CallState.REPROMPTING):
+            # The no-input clock starts when the caller has heard the whole prompt.
+            self._deps.endpointer.begin_turn(self._last_index + 1)
+            await self._enter(CallState.LISTENING)
+        elif self.state is CallState.CONSENTING:
+            self._deps.endpointer.begin_turn(self._last_index + 1, self._consent_turn())
+        elif self.state is CallState.ACTING:
+            await self._after_action_prompt()
+
+    async def _on_no_input(self, event: NoInput) -> None:
+        self._progress.no_inputs += 1
+        await self._event("no_input", {"count": self._progress.no_inputs, "at_ms": event.at_ms})
+        final = self._deps.policy.after_silence(self._progress.no_inputs)
+        if final is None:
+            first = self._progress.no_inputs == 1
+            await self._reprompt(Prompt.NO_INPUT if first else Prompt.REPROMPT)
+            return
+        await self._enter(CallState.DECIDING)
+        await self._decide_and_act(final, Understanding(None, 0.0), utterance_seq=None, timings={})
+
+    async def _on_utterance(self, event: UtteranceEnded) -> None:
+        await self._enter(CallState.TRANSCRIBING)
+        end_arrival = self._arrival_of(event.speech_end_ms)
+        detected_arrival = self._arrival_of(event.detected_ms)
+        transcript = await self._deps.speech.transcribe(
+            event.pcm, self._transcription_languages(), speech_end_s=event.speech_end_in_pcm_s
+        )
+        seq = len(self._progress.utterances) + 1
+        timings = {
+            "endpointing_ms": _ms(detected_arrival - end_arrival),
+            "transcription_ms": _ms(transcript.elapsed_s),
+        }
+        await self._save_utterance(seq, event, transcript, timings)
+        if self._ending:
+            return  # the caller hung up while we listened: what they said is kept, nothing is decided for them
+        if not transcript.text:
+            await self._enter(CallState.DECIDING)
+            heard = Understanding(None, 0.0)
+        else:
+            await self._enter(CallState.CLASSIFYING)
+            result, nlu_s = await self._deps.speech.classify(transcript.text)
+            timings["classification_ms"] = _ms(nlu_s)
+            if self._ending:
+                return
+            await self._enter(CallState.DECIDING)
+            heard = Understanding(result.intent, result.confidence)
+            self._progress.intent, self._progress.confidence = result.intent, result.confidence
+            self._progress.ranking = [{"name": r.name, "confidence": r.confidence} for r in result.ranking]
+        started = self._deps.clock()
+        decision = self._deps.policy.decide(
+            heard, reprompts_used=self._progress.reprompts, whatsapp_unavailable=self.caller.unusable
+        )
+        timings["routing_ms"] = _ms(self._deps.clock() - started)
+        timings["end_of_speech_to_decision_ms"] = _ms(self._deps.clock() - end_arrival)
+        await self._decide_and_act(decision, heard, utterance_seq=seq, timings=timings)
+
+    def _transcription_languages(self) -> list[str]:
+        return [self.language] if self.language else list(self._line.languages)
+
+    async def _save_utterance(self, seq: int, event: UtteranceEnded, transcript: Any, timings: dict[str, float]) -> None:
+        self._progress.utterances.append(transcript.text)
+        detected_language = None
+        if transcript.text and self.language is None:
+            self.language = detected_language = transcript.language
+        await self._record.utterance(
+            UtteranceRecord(
+                seq=seq, start_ms=event.start_ms, speech_end_ms=event.speech_end_ms, end_reason=event.reason,
+                text=transcript.text, language=transcript.language,
+                language_probability=transcript.language_probability, no_speech_prob=transcript.no_speech_prob,
+                avg_logprob=transcript.avg_logprob, dropped=transcript.dropped, timings=timings,
+            ),
+            language=detected_language,
+        )
+
+    # --- deciding and acting -----------------------------------------------------------
+
+    async def _decide_and_act(
+        self, decision: Decision, heard: Understanding, *, utterance_seq: int | None, timings: dict[str, float]
+    ) -> None:
+        d = self._deps
+        if decision.route == "whatsapp" and self._progress.consent is None and self.store_failure is None:
+            if await self._consent_on_record():
+                self._progress.consent = "on_record"
+            elif self.store_failure is None:
+                self._pending = _Pending(decision, heard, utterance_seq, timings)
+                await self._ask_consent()
+                return
+        if decision.route == "whatsapp" and self.store_failure is not None:
+            decision = Decision("voice", f"{decision.reason}, but the context store failed ({self.store_failure})")
+        self._progress.decisions += 1
+        message = self._deflection_message() if decision.route == "whatsapp" else None
+        await self._record.decision(
+            DecisionRecord(
+                seq=self._progress.decisions, utterance_seq=utterance_seq, intent=heard.intent,
+                confidence=heard.confidence if heard.intent else None, route=decision.route, reason=decision.reason,
+                ranking=self._progress.ranking if heard.intent else [], nlu_version=d.speech.nlu_version,
+                timings=timings,
+            ),
+            message,
+        )
+        if decision.route == "whatsapp" and self.store_failure is not None:
+            # The message could not be queued: do not promise it to the caller.
+            decision = Decision("voice", f"{decision.reason}, but the context store failed ({self.store_failure})")
+        if decision.route == "reprompt":
+            self._progress.reprompts += 1
+            await self._reprompt(Prompt.REPROMPT)
+            return
+        await self._enter(CallState.ACTING)
+        if decision.route == "whatsapp":
+            self._outcome = "deflected"
+            self._play(Prompt.WHATSAPP_SENT)
+        elif d.settings.routing.agent_uri:
+            self._play(Prompt.TRANSFER)
+        else:
+            await self._hold()
+
+    async def _reprompt(self, prompt: Prompt) -> None:
+        await self._enter(CallState.REPROMPTING)
+        self._play(prompt)
+        self._deps.endpointer.begin_turn(self._last_index + 1)
+
+    async def _after_action_prompt(self) -> None:
+        d = self._deps
+        if self._outcome in ("deflected", "unserved"):
+            d.telephony.hangup(self.call_id)
+        elif self._outcome is None and d.settings.routing.agent_uri and not self._transferring:
+            self._transferring = True
+            await self._event("transfer_requested", {"target": d.settings.routing.agent_uri})
+            d.telephony.transfer(self.call_id, d.settings.routing.agent_uri, self._context().sip_headers())
+        elif self._outcome is None:  # still holding: keep the caller company
+            self._play(Prompt.HOLD)
+
+    async def _hold(self) -> None:
+        await self._event("hold", {"timeout_s": self._deps.settings.routing.hold_timeout_s})
+        self._play(Prompt.HOLD)
+        loop = asyncio.get_running_loop()
+        self._hold_timer = loop.call_later(self._deps.settings.routing.hold_timeout_s, self.post, HoldExpired())
+
+    async def _on_transfer(self, code: int, final: bool) -> None:
+        await self._event("transfer_progress", {"status": code, "final": final})
+        if not final:
+            return
+        if 200 <= code < 300:
+            self._outcome = "transferred"
+            self._deps.telephony.hangup(self.call_id)
+        elif self._outcome is None:
+            await self._hold()
+
+    async def _on_dtmf(self, digit: str, method: str) -> None:
+        self._progress.dtmf.append(digit)
+        await self._event("dtmf", {"digit": digit, "method": method})
+        if self.state is CallState.CONSENTING and digit in CONSENT_DIGITS:
+            self._stop_prompt()
+            await self._settle_consent(CONSENT_DIGITS[digit], "dtmf")
+        elif digit == AGENT_DIGIT and self.state in _HEARING:
+            self._stop_prompt()
+            if self.state is CallState.CONSENTING:
+                self._pending = None
+            elif self.state is not CallState.LISTENING:
+                await self._enter(CallState.LISTENING)
+            await self._enter(CallState.DECIDING)
+            await self._decide_and_act(
+                Decision("voice", f"caller pressed {AGENT_DIGIT} for an agent"),
+                Understanding("agent_request", 1.0), utterance_seq=None, timings={},
+            )
+
+    # --- WhatsApp consent ----------------------------------------------------------------
+
+    async def _consent_on_record(self) -> bool:
+        policy = self._deps.settings.whatsapp.consent
+        if not policy.required:
+            return True
+        return await self._record.consent_on_record(self.caller.e164)
+
+    def _consent_turn(self) -> EndpointerConfig:
+        """A yes/no answer is short: end it sooner, and wait less for it."""
+        policy = self._deps.settings.whatsapp.consent
+        return replace(self._deps.endpointer.config, end_silence_ms=policy.silence_ms, no_input_ms=policy.no_input_ms)
+
+    async def _ask_consent(self) -> None:
+        await self._enter(CallState.CONSENTING)
+        await self._event("consent_asked", {"number": self.caller.e164})
+        self._play(Prompt.CONSENT)
+        self._deps.endpointer.begin_turn(self._last_index + 1, self._consent_turn())
+
+    async def _on_consent_answer(self, event: UtteranceEnded) -> None:
+        answer = await self._deps.speech.recognize_yes_no(event.pcm, self.language or self._line.languages[0])
+        await self._event("consent_answer", {"choice": answer.choice, "score": answer.score, "margin": answer.margin})
+        granted = {"yes": True, "no": False}.get(answer.choice or "")
+        await self._settle_consent(granted, "speech" if granted is not None else "unclear answer")
+
+    async def _settle_consent(self, granted: bool | None, how: str) -> None:
+        """Record the answer, then act on the decision that waited for it."""
+        pending, self._pending = self._pending, None
+        if pending is None or self.state is not CallState.CONSENTING:
+            return
+        if granted is not None:
+            await self._record.consent(self.caller.e164, granted=granted, method=how)
+        await self._enter(CallState.DECIDING)
+        if granted or (granted is None and self._deps.settings.whatsapp.consent.on_no_answer == "whatsapp"):
+            self._progress.consent = how if granted else "policy"
+            decision = Decision("whatsapp", f"{pending.decision.reason}; consent: {self._progress.consent}")
+        elif granted is False:
+            decision = Decision("voice", f"{pending.decision.reason}, but the caller declined WhatsApp ({how})")
+        else:
+            decision = Decision("voice", f"{pending.decision.reason}, but no consent: {how}")
+        await self._decide_and_act(decision, pending.heard, utterance_seq=pending.utterance_seq, timings=pending.timings)
+
+    # --- ending ------------------------------------------------------------------------
+
+    async def _on_ended(self, by: str, reason: str) -> None:
+        if self.state in _HEARING:
+            partial = self._deps.endpointer.flush()
+            if partial is not None:
+                transcript = await self._deps.speech.transcribe(
+                    partial.pcm, self._transcription_languages(), speech_end_s=partial.speech_end_in_pcm_s
+                )
+                seq = len(self._progress.utterances) + 1
+                await self._save_utterance(seq, partial, transcript, {"transcription_ms": _ms(transcript.elapsed_s)})
+        if self._outcome in ("deflected", "transferred", "unserved"):
+            outcome = self._outcome
+        elif by == "remote":
+            outcome = "abandoned"
+        else:
+            outcome = "interrupted"
+        await self._end(by, reason, outcome=outcome)
+
+    async def _end(self, by: str, reason: str, *, outcome: str) -> None:
+        self.state = CallState.ENDED
+        await self._record.end(outcome=outcome, ended_by=by, reason=reason)
+
+    # --- helpers -----------------------------------------------------------------------
+
+    async def _enter(self, state: CallState) -> None:
+        if state not in TRANSITIONS[self.state]:
+            raise RuntimeError(f"call {self.call_id}: illegal transition {self.state.value} → {state.value}")
+        previous, self.state = self.state, state
+        await self._record.event("state", {"from": previous.value, "to": state.value}, state=state.value)
+
+    async def _event(self, type_: str, data: dict[str, Any]) -> None:
+        await self._record.event(type_, data)
+
+    def _stop_prompt(self) -> None:
+        if self._playback is not None:
+            self._deps.telephony.stop_playback(self.call_id)
+            self._playback = None
+
+    def _play(self, prompt: Prompt) -> None:
+        self._playback = self._deps.telephony.play(self.call_id, self._deps.prompts.path(prompt, self.language or self._line.languages[0]))
+
+    def _arrival_of(self, ms: int) -> float:
+        """When the frame ending at ``ms`` of call audio reached us."""
+        index = ms // FRAME_MS - 1
+        for frame_index, arrived in reversed(self._arrivals):
+            if frame_index <= index:
+                return arrived
+        return self._arrivals[0][1] if self._arrivals else self._deps.clock()
+
+    def _context(self) -> HandoffContext:
+        p = self._progress
+        return HandoffContext(
+            call_id=self.call_id, sip_call_id=self.call.sip_call_id, line=self.call.to_user, language=self.language,
+            intent=p.intent, confidence=p.confidence, transcript=" ".join(t for t in p.utterances if t), dtmf="".join(p.dtmf),
+        )
+
+    def _deflection_message(self) -> OutboundMessage:
+        assert self.caller.e164 is not None  # the policy never deflects an unusable number
+        context = self._context()
+        language = context.language or self._line.languages[0]
+        payload = followup_payload(self._deps.settings.whatsapp.template, language, context.as_dict())
+        return OutboundMessage(purpose="deflection", to_number=self.caller.e164, payload=payload)
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)

@@ -1,0 +1,4 @@
+"""``puente``: the command line (``serve``, ``call``, ``demo``, ``nlu …``)."""
+from gateway.cli.main import main
+
+__all__ = ["main"]

@@ -1,0 +1,264 @@
+"""``puente nlu ...``: the ML engineer's loop (train, eval, parse, lint, augment).
+
+    puente nlu train   --data PATH... --out DIR [--val PATH...] [--seed N] [--holdout F] [--tfidf-only]
+    puente nlu eval    --model DIR --data PATH... [--asr-data PATH...] [--json]
+    puente nlu parse   TEXT [--model DIR]
+    puente nlu lint    PATH... [--min-per-language N]
+    puente nlu augment --data PATH... --out FILE.tsv [--limit N] [--asr-model base] [--cache-dir DIR]
+    puente nlu deploy  DIR [--api URL]
+
+Registered by ``gateway/cli/main.py`` through :func:`add_nlu_commands`. Training data: Rasa
+``nlu.yml`` and ``intent<TAB>text[<TAB>lang]`` TSV. Progress goes to stderr; ``eval --json``
+and ``parse`` print only JSON on stdout.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from nlu import (
+    DatasetError,
+    IntentModel,
+    ModelLoadError,
+    default_cache_dir,
+    load_examples,
+    read_examples,
+)
+
+__all__ = ["add_nlu_commands", "main"]
+
+
+def add_nlu_commands(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``nlu`` command group to ``puente``'s subparsers; returns the group's parser."""
+    nlu = subparsers.add_parser("nlu", help="train, evaluate and try intent models",
+                                description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = nlu.add_subparsers(required=True, metavar="NLU_COMMAND")
+
+    train = commands.add_parser("train", help="train a model directory from nlu.yml / TSV data")
+    train.add_argument("--data", nargs="+", type=Path, required=True, metavar="PATH", help="training files")
+    train.add_argument("--out", type=Path, required=True, metavar="DIR", help="model directory to write")
+    train.add_argument("--val", nargs="+", type=Path, metavar="PATH",
+                       help="validation files: tune the out-of-scope threshold and measure on these instead of a held-out split")
+    train.add_argument("--seed", type=int, default=0, help="chooses the held-out split (default %(default)s)")
+    train.add_argument("--holdout", type=float, default=0.2, help="held-out fraction (default %(default)s; 0 = none)")
+    train.add_argument("--threshold", type=float, help="fix the out-of-scope threshold instead of tuning it")
+    train.add_argument("--tfidf-only", action="store_true", help="no sentence embedding (faster to train, less accurate)")
+    train.add_argument("--taxonomy", action="store_true", help="refuse intents outside Puente's taxonomy")
+    train.set_defaults(run=_cmd_train)
+
+    ev = commands.add_parser("eval", help="evaluate a model directory on labelled data")
+    ev.add_argument("--model", type=Path, required=True, metavar="DIR")
+    ev.add_argument("--data", nargs="+", type=Path, required=True, metavar="PATH")
+    ev.add_argument("--asr-data", nargs="+", type=Path, metavar="PATH",
+                    help="ASR transcripts of the same data (puente nlu augment): reported side by side")
+    ev.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    ev.set_defaults(run=_cmd_eval)
+
+    parse = commands.add_parser("parse", help="classify one text; prints Rasa's /model/parse JSON")
+    parse.add_argument("text", metavar="TEXT")
+    parse.add_argument("--model", type=Path, metavar="DIR", help="model directory (default: the bundled model)")
+    parse.set_defaults(run=_cmd_parse)
+
+    lint = commands.add_parser("lint", help="check training data: duplicates, conflicts, thin intents, language mix-ups")
+    lint.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    lint.add_argument("--min-per-language", type=int, default=40, help="examples wanted per intent and language (default %(default)s)")
+    lint.set_defaults(run=_cmd_lint)
+
+    aug = commands.add_parser("augment", help="speak the training texts through a phone channel and Whisper; write the transcripts as TSV")
+    aug.add_argument("--data", nargs="+", type=Path, required=True, metavar="PATH")
+    aug.add_argument("--out", type=Path, required=True, metavar="FILE.tsv")
+    aug.add_argument("--limit", type=int, metavar="N", help="at most N examples per intent and language")
+    aug.add_argument("--asr-model", default="base", help="Whisper model: base, tiny.en or a CTranslate2 directory (default %(default)s)")
+    aug.add_argument("--cache-dir", type=Path, help="transcript cache (default: $XDG_CACHE_HOME/puente/augment)")
+    aug.add_argument("--seed", type=int, default=0, help="chooses the --limit subsample (default %(default)s)")
+    aug.set_defaults(run=_cmd_augment)
+
+    deploy = commands.add_parser("deploy", help="switch a running gateway to a model directory, without a restart")
+    deploy.add_argument("model", type=Path, metavar="DIR", help="model directory (readable by the gateway at this path)")
+    deploy.add_argument("--api", default="http://127.0.0.1:8080", help="the gateway's HTTP address (default %(default)s)")
+    deploy.set_defaults(run=_cmd_deploy)
+    return nlu
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m gateway.cli.nlu train ...``: the same commands without ``puente``."""
+    parser = argparse.ArgumentParser(prog="puente")
+    add_nlu_commands(parser.add_subparsers(required=True, metavar="COMMAND"))
+    args = parser.parse_args(["nlu", *(sys.argv[1:] if argv is None else argv)])
+    return args.run(args)
+
+
+def _err(message: str) -> None:
+    print(f"puente nlu: {message}", file=sys.stderr)
+
+
+def _progress(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# --- train -----------------------------------------------------------------------------
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from nlu import INTENTS
+    from nlu.features import FeatureConfig
+    from nlu.train import save, train
+
+    try:
+        examples = load_examples(args.data, taxonomy=INTENTS if args.taxonomy else None)
+        validation = load_examples(args.val) if args.val else None
+        _progress(f"read {len(examples)} examples from {len(args.data)} file(s)")
+        features = FeatureConfig(embedding=None) if args.tfidf_only else FeatureConfig()
+        model = train(examples, seed=args.seed, holdout=args.holdout, features=features,
+                      threshold=args.threshold, validation=validation, progress=_progress)
+    except DatasetError as exc:
+        _err(str(exc))
+        return 1
+    except ValueError as exc:
+        _err(str(exc))
+        return 2
+    directory = save(model, args.out)
+    loaded = IntentModel.load(directory)  # what the gateway will do: refuse now rather than at deploy
+    m = model.metrics
+    summary = {
+        "model": str(directory),
+        "version": loaded.version,
+        "labels": len(model.labels),
+        "examples": sum(sum(v.values()) for v in model.metadata["n_examples"].values()),
+        "threshold": model.threshold,
+        "accuracy": m.get("accuracy"),
+        "macro_f1": m.get("macro_f1"),
+        "training_seconds": model.metadata["training_seconds"],
+    }
+    print(json.dumps(summary, ensure_ascii=False))
+    return 0
+
+
+# --- eval ------------------------------------------------------------------------------
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from nlu.evaluate import evaluate
+
+    try:
+        model = IntentModel.load(args.model)
+        examples = _load_eval_data(args.data)
+        asr = _load_eval_data(args.asr_data) if args.asr_data else None
+    except (DatasetError, ModelLoadError) as exc:
+        _err(str(exc))
+        return 1
+    if not args.json:
+        _progress(f"evaluating {model.version} on {len(examples)} examples" + (f" + {len(asr)} ASR transcripts" if asr else ""))
+    report = evaluate(model, examples, asr_examples=asr)
+    print(report.to_json() if args.json else report.to_markdown(), end="\n" if args.json else "")
+    return 0
+
+
+def _load_eval_data(paths: list[Path]):
+    # Evaluation data is taken as it is: the training-set checks (no text under two
+    # intents, at least two intents) do not apply; the per-line format checks do.
+    examples = read_examples(paths)
+    if not examples:
+        raise DatasetError("no examples found", paths[0], 1)
+    return examples
+
+
+# --- parse -----------------------------------------------------------------------------
+
+
+def _cmd_parse(args: argparse.Namespace) -> int:
+    try:
+        if args.model is not None:
+            model = IntentModel.load(args.model)
+        else:
+            from nlu import load_or_train_default
+
+            model = load_or_train_default(default_cache_dir())
+    except (DatasetError, ModelLoadError) as exc:
+        _err(str(exc))
+        return 1
+    body = model.parse(args.text).to_rasa()
+    print(json.dumps(body, ensure_ascii=False))
+    return 0
+
+
+# --- deploy ----------------------------------------------------------------------------
+
+
+def _cmd_deploy(args: argparse.Namespace) -> int:
+    """The gateway loads the directory itself and refuses it (422) if it does not load;
+    checking here first gives the same clear error without a round trip."""
+    import httpx
+
+    model_dir = args.model.resolve()
+    try:
+        IntentModel.load(model_dir)
+    except ModelLoadError as exc:
+        _err(str(exc))
+        return 1
+    try:
+        answer = httpx.post(f"{args.api}/v1/nlu/reload", json={"model": str(model_dir)}, timeout=60)
+    except httpx.HTTPError as exc:
+        _err(f"the gateway at {args.api} did not answer: {exc}")
+        return 1
+    if answer.status_code != 200:
+        _err(f"the gateway refused the model ({answer.status_code}): {answer.json().get('detail', answer.text)}")
+        return 1
+    print(json.dumps(answer.json(), ensure_ascii=False))
+    return 0
+
+
+# --- lint ------------------------------------------------------------------------------
+
+
+def _cmd_lint(args: argparse.Namespace) -> int:
+    from nlu.lint import has_errors, lint
+
+    findings = lint(args.paths, min_per_language=args.min_per_language)
+    for finding in findings:
+        print(finding)
+    errors = sum(f.severity == "error" for f in findings)
+    print(f"{errors} error(s), {len(findings) - errors} warning(s) in {len(args.paths)} file(s)", file=sys.stderr)
+    return 1 if has_errors(findings) else 0
+
+
+# --- augment ---------------------------------------------------------------------------
+
+
+def _cmd_augment(args: argparse.Namespace) -> int:
+    from nlu.augment import AugmentError, augment, write_tsv
+
+    try:
+        examples = load_examples(args.data)
+    except DatasetError as exc:
+        _err(str(exc))
+        return 1
+    from models import Transcriber, TranscriberConfig
+
+    _progress(f"loading Whisper {args.asr_model}")
+    transcriber = Transcriber(TranscriberConfig(model=args.asr_model))
+    if not transcriber.multilingual:
+        skipped = sum(1 for e in examples if e.language not in (None, "en"))
+        examples = [e for e in examples if e.language in (None, "en")]
+        if skipped:
+            _progress(f"{args.asr_model} is English-only: skipping {skipped} non-English examples")
+
+    def transcribe(audio, language: str) -> str:
+        return transcriber.transcribe(audio, language=language if transcriber.multilingual else None).text
+
+    try:
+        out = augment(examples, transcribe, args.cache_dir or default_cache_dir() / "augment",
+                      asr_model=transcriber.model_name, limit=args.limit, seed=args.seed, progress=_progress)
+    except AugmentError as exc:
+        _err(str(exc))
+        return 1
+    write_tsv(out, args.out)
+    print(json.dumps({"out": str(args.out), "examples": len(out), "asr_model": transcriber.model_name}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,25 @@
+"""``GET /v1/calls`` and ``GET /v1/calls/{call_id}``: the record of every call."""
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query
+
+from gateway.http.found import found
+from gateway.store import Store
+
+
+def create_calls_router(store: Store) -> APIRouter:
+    router = APIRouter(prefix="/v1/calls", tags=["calls"])
+
+    @router.get("")
+    async def list_calls(limit: int = Query(50, ge=1, le=500), sip_call_id: str | None = None) -> list[dict[str, Any]]:
+        """Newest first: call_id, state, outcome, language, transcript, intent, confidence, route, reason, …"""
+        return await store.calls.list(limit=limit, sip_call_id=sip_call_id)
+
+    @router.get("/{call_id}")
+    async def get_call(call_id: str) -> dict[str, Any]:
+        """The summary plus utterances (text, timings), decisions, events and messages."""
+        return found(await store.calls.get(call_id), f"call {call_id}")
+
+    return router

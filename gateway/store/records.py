@@ -1,0 +1,130 @@
+"""The values handed to and returned by the store: plain frozen dataclasses, no SQLAlchemy."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class NewCall:
+    call_id: str
+    sip_call_id: str
+    from_uri: str
+    to_uri: str
+    line: str
+    caller_number: str | None
+    remote_address: str
+    asr_model: str
+    nlu_version: str
+
+
+@dataclass(frozen=True)
+class UtteranceRecord:
+    seq: int
+    start_ms: int
+    speech_end_ms: int
+    end_reason: str
+    text: str
+    language: str | None
+    language_probability: float | None
+    no_speech_prob: float | None
+    avg_logprob: float | None
+    dropped: str | None
+    timings: dict[str, float]
+
+
+@dataclass(frozen=True)
+class DecisionRecord:
+    seq: int
+    utterance_seq: int | None
+    intent: str | None
+    confidence: float | None
+    route: str
+    reason: str
+    ranking: list[dict[str, Any]]
+    nlu_version: str
+    timings: dict[str, float]
+
+
+@dataclass(frozen=True)
+class OutboundMessage:
+    purpose: str
+    to_number: str
+    payload: dict[str, Any]
+    channel: str = "whatsapp"
+
+    def idempotency_key(self, call_id: str) -> str:
+        return f"{call_id}:{self.purpose}"
+
+
+@dataclass(frozen=True)
+class OutboxClaim:
+    """A message reserved for one sender until ``lease_until``."""
+
+    id: int
+    call_id: str
+    idempotency_key: str
+    purpose: str
+    to_number: str
+    payload: dict[str, Any]
+    attempts: int
+    lease_until: datetime
+
+
+@dataclass(frozen=True)
+class StatusUpdate:
+    wamid: str
+    status: str
+    timestamp: datetime | None
+    recipient_id: str | None = None
+    callback_data: str | None = None
+    errors: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class InboundRecord:
+    wamid: str
+    from_number: str
+    type: str
+    timestamp: datetime
+    text: str | None
+    payload: str | None
+    context_wamid: str | None
+    message: dict[str, Any]
+
+
+@dataclass
+class Conversation:
+    """A conversation's state while a turn is computed (a plain copy of its row)."""
+
+    id: str
+    call_id: str
+    number: str
+    intent: str | None
+    language: str
+    flow: str | None
+    status: str
+    step: str | None
+    variables: dict[str, Any]
+    context: dict[str, Any]
+    out_seq: int
+    step_seq: int
+    invalid_count: int
+    resolution: str | None = None
+    handoff_reason: str | None = None
+    csat: int | None = None
+    created: bool = False
+
+
+@dataclass
+class Turn:
+    conversation: Conversation
+    now: datetime
+    inbound: dict[str, Any] | None = None
+    outbound: list[dict[str, Any]] = field(default_factory=list)  # {"payload", "step", "text", "type"}
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    media: list[dict[str, Any]] = field(default_factory=list)
+    handoff_reason: str | None = None
+    resolved: bool = False
+    closed: bool = False

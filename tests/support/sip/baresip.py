@@ -1,0 +1,141 @@
+"""Drive Debian's ``baresip`` as an independent SIP client for tests.
+
+baresip 1.0's ``aufile`` source needs a WAV at the codec's rate (8 kHz mono
+S16 for G.711), so the clip is converted with sox and padded with silence to
+keep the call up after speaking; when the file ends baresip hangs up itself.
+Events come from the ``ctrl_tcp`` module (netstring-framed JSON).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.support.sip.harness import free_port
+
+_CONFIG = """\
+module_path		/usr/lib/baresip/modules
+poll_method		epoll
+sip_listen		127.0.0.1:{sip_port}
+call_max_calls		1
+audio_source		aufile,{wav}
+audio_player		aubridge,discard
+audio_alert		aubridge,discard
+module			g711.so
+module			aufile.so
+module			aubridge.so
+module_tmp		account.so
+module_app		menu.so
+module_app		ctrl_tcp.so
+ctrl_tcp_listen		127.0.0.1:{ctrl_port}
+"""
+
+
+@dataclass
+class BaresipResult:
+    connected: bool = False
+    closed_reason: str | None = None  # CALL_CLOSED's param; None if the call never closed
+    duration_s: float = 0.0
+    events: list[dict] = field(default_factory=list)
+    output: str = ""
+
+    @property
+    def ended_by_remote(self) -> bool:
+        # baresip closes with an empty/"Connection reset by peer" reason on a BYE
+        # it received, and "end of file" when its own audio file ran out.
+        return self.closed_reason is not None and "end of file" not in self.closed_reason
+
+
+def available() -> bool:
+    return shutil.which("baresip") is not None and shutil.which("sox") is not None
+
+
+def call(uri: str, wav: Path, *, pad_s: float = 1.0, timeout: float = 30.0, user: str = "baresip") -> BaresipResult:
+    """Dial ``uri`` as ``sip:{user}@127.0.0.1``, speak ``wav`` then ``pad_s`` of silence;
+    return when the call closes."""
+    result = BaresipResult()
+    with tempfile.TemporaryDirectory(prefix="baresip-") as tmp:
+        conf = Path(tmp)
+        audio = conf / "speech.wav"
+        subprocess.run(["sox", str(wav), "-r", "8000", "-c", "1", "-b", "16", "-e", "signed-integer", str(audio),
+                        "pad", "0", str(pad_s)], check=True, capture_output=True)
+        ctrl_port = free_port()
+        (conf / "config").write_text(_CONFIG.format(sip_port=free_port(), wav=audio, ctrl_port=ctrl_port))
+        (conf / "accounts").write_text(f"<sip:{user}@127.0.0.1>;regint=0\n")
+        proc = subprocess.Popen(["baresip", "-f", str(conf)], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + timeout
+        try:
+            _dial_and_follow(ctrl_port, uri, result, deadline)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                result.output = proc.communicate(timeout=5)[0]
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                result.output = proc.communicate()[0]
+    return result
+
+
+def _dial_and_follow(ctrl_port: int, uri: str, result: BaresipResult, deadline: float) -> None:
+    sock = _connect(ctrl_port, deadline)
+    if sock is None:
+        return
+    established_at = 0.0
+    buffer = b""
+    with sock:
+        # Dial only once connected, so no event is missed.
+        command = json.dumps({"command": "dial", "params": uri, "token": "dial"}).encode()
+        sock.sendall(b"%d:%s," % (len(command), command))
+        while time.monotonic() < deadline:
+            sock.settimeout(max(0.05, deadline - time.monotonic()))
+            try:
+                chunk = sock.recv(4096)
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            buffer += chunk
+            messages, buffer = _netstrings(buffer)
+            for message in messages:
+                event = json.loads(message)
+                if not event.get("event"):
+                    continue  # a command response
+                result.events.append(event)
+                kind = event.get("type")
+                if kind == "CALL_ESTABLISHED":
+                    result.connected = True
+                    established_at = time.monotonic()
+                elif kind == "CALL_CLOSED":
+                    result.closed_reason = event.get("param", "")
+                    if established_at:
+                        result.duration_s = time.monotonic() - established_at
+                    return
+
+
+def _connect(port: int, deadline: float) -> socket.socket | None:
+    while time.monotonic() < deadline:
+        try:
+            return socket.create_connection(("127.0.0.1", port), timeout=1.0)
+        except OSError:
+            time.sleep(0.05)  # baresip still starting
+    return None
+
+
+def _netstrings(data: bytes) -> tuple[list[bytes], bytes]:
+    """Split complete ``len:payload,`` netstrings off ``data``."""
+    out: list[bytes] = []
+    while b":" in data:
+        size_text, rest = data.split(b":", 1)
+        size = int(size_text)
+        if len(rest) < size + 1:
+            break
+        out.append(rest[:size])
+        data = rest[size + 1:]
+    return out, data

@@ -1,0 +1,111 @@
+"""Helpers for tests of the WhatsApp channel: a controllable clock, a real HTTP server on a free
+loopback port, and a call with a deflection decision written the way a call session writes it."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta, timezone
+
+import uvicorn
+from fastapi import FastAPI
+
+from gateway.store import DecisionRecord, NewCall, OutboundMessage, Store
+
+#: Settings that make retries, leases and pacing take milliseconds instead of seconds.
+FAST_SETTINGS = {
+    "whatsapp.backoff_base_s": 0.05,
+    "whatsapp.backoff_cap_s": 0.2,
+    "whatsapp.poll_interval_s": 0.05,
+    "whatsapp.request_timeout_s": 1.0,
+    "whatsapp.lease_s": 2.0,
+    "whatsapp.in_doubt_grace_s": 1.0,
+    "whatsapp.per_user_interval_s": 0.0,
+}
+
+
+class FakeClock:
+    """Time moves only when someone sleeps on it (or ``advance`` is called)."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self._start = start or datetime(2025, 1, 6, 12, 0, tzinfo=timezone.utc)
+        self.elapsed = 0.0
+
+    def now(self) -> datetime:
+        return self._start + timedelta(seconds=self.elapsed)
+
+    def monotonic(self) -> float:
+        return self.elapsed
+
+    def advance(self, seconds: float) -> None:
+        self.elapsed += seconds
+
+    async def sleep(self, seconds: float) -> None:
+        self.elapsed += max(0.0, seconds)
+        await asyncio.sleep(0)
+
+
+@contextlib.asynccontextmanager
+async def serve(app: FastAPI) -> AsyncIterator[str]:
+    """Run ``app`` with uvicorn on 127.0.0.1 and a free port; yields its base URL."""
+    async with serve_on(app, free_socket()) as url:
+        yield url
+
+
+def free_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+@contextlib.asynccontextmanager
+async def serve_on(app: FastAPI, sock: socket.socket) -> AsyncIterator[str]:
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=2))
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  (older uvicorn)
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
+    task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
+    for _ in range(200):  # bounded: 10 s
+        if server.started or task.done():
+            break
+        await asyncio.sleep(0.05)
+    if not server.started:
+        task.cancel()
+        raise RuntimeError("test HTTP server did not start")
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, 10)
+
+
+async def add_deflection(
+    store: Store, *, number: str = "+525555550123", language: str = "es", intent: str = "order_status",
+    transcript: str = "Quiero saber dónde está mi pedido.", payload: dict | None = None, purpose: str = "deflection",
+) -> str:
+    """A call and its ``whatsapp`` decision with the outbound message, in one transaction as the session does."""
+    call_id = str(uuid.uuid4())
+    await store.calls.create(
+        NewCall(call_id=call_id, sip_call_id=f"sip-{call_id}", from_uri=f"sip:{number}@127.0.0.1", to_uri="sip:es@127.0.0.1",
+                line="es", caller_number=number, remote_address="127.0.0.1:5062", asr_model="test", nlu_version="test"),
+        state="deciding",
+    )
+    await store.calls.record_decision(
+        call_id,
+        DecisionRecord(seq=1, utterance_seq=1, intent=intent, confidence=0.9, route="whatsapp", reason=f"{intent} routes to whatsapp",
+                       ranking=[], nlu_version="test", timings={}),
+        OutboundMessage(
+            purpose=purpose, to_number=number,
+            payload=payload or {"template": "call_followup", "language": language, "parameters": [intent, transcript],
+                                "context": {"intent": intent, "transcript": transcript, "language": language}},
+        ),
+    )
+    return call_id
+
+
+def deflect(store: Store, **kwargs) -> str:
+    """``add_deflection`` for synchronous tests (on an event loop of its own)."""
+    return asyncio.run(add_deflection(store, **kwargs))
