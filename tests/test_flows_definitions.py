@@ -6,8 +6,7 @@ import pytest
 
 from gateway.config import FlowSettings
 from gateway.flows import DEFAULT_FLOWS, FlowError, FlowLibrary
-from gateway.flows.definitions import AskStep, render
-from gateway.flows.engine import _dig, _render_json
+from gateway.flows.definitions import AskStep, dig, render, render_json
 from gateway.whatsapp.templates import MessageBuilder, TemplateRegistry
 
 WHATSAPP_INTENTS = {"order_status", "appointment", "duplicate_document", "opening_hours", "policy_info", "payment",
@@ -79,9 +78,9 @@ def test_templating_substitutes_names_only_and_encodes_url_values():
     assert render("{name.__class__} {name[0]} {0}", variables) == "{name.__class__} {name[0]} {0}"  # no format-string tricks
     assert render("{backend_url}/orders/{order}", variables, quote=True) == "http://127.0.0.1:9/demo/orders/12%2F34%20%3Fx%3D1"
     docs = [{"media_id": "1"}]
-    assert _render_json({"documents": "{docs}", "who": "{name}!", "n": 3}, {"docs": docs, "name": "Ana"}) == {
+    assert render_json({"documents": "{docs}", "who": "{name}!", "n": 3}, {"docs": docs, "name": "Ana"}) == {
         "documents": docs, "who": "Ana!", "n": 3}
-    assert _dig({"a": {"b": [{"c": 7}]}}, "a.b.0.c") == 7 and _dig({"a": 1}, "a.b") is None
+    assert dig({"a": {"b": [{"c": 7}]}}, "a.b.0.c") == 7 and dig({"a": 1}, "a.b") is None
 
 
 def test_settings_defaults_and_strictness():

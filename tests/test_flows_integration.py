@@ -254,7 +254,8 @@ def test_failing_backend_hands_off_to_an_agent_with_the_full_context(tmp_path, o
             [(headers, raw)] = env.stub.hook_requests
             assert headers["x-puente-signature-256"] == "sha256=" + hmac.new(b"s3cret", raw, hashlib.sha256).hexdigest()
             assert headers["idempotency-key"].startswith("puente-handoff-")
-            record = await env.conversation(call_id)
+            # The delivery is recorded once the receiver has answered, just after it got the hook.
+            record = await wait_for(lambda: _handoff_status(env, call_id, "delivered"), 10, "the recorded delivery")
             assert hook["conversation_id"] == record["conversation_id"] and hook["call_id"] == call_id
             assert hook["intent"] == "order_status" and hook["language"] == "es" and hook["customer_number"] == NUMBER
             assert hook["transcript"] == f"Mi pedido {order} no ha llegado."

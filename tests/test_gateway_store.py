@@ -5,14 +5,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from gateway.store import (
-    DecisionRecord,
-    NewCall,
-    OutboundMessage,
-    Store,
-    StoreError,
-    UtteranceRecord,
-)
+from gateway.store import DecisionRecord, NewCall, OutboundMessage, Store, StoreError, UtteranceRecord
 
 
 def new_call(call_id: str = "c-1") -> NewCall:

@@ -10,14 +10,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from gateway.store import (
-    DecisionRecord,
-    NewCall,
-    OutboundMessage,
-    Store,
-    StoreError,
-    UtteranceRecord,
-)
+from gateway.store import DecisionRecord, NewCall, OutboundMessage, Store, StoreError, UtteranceRecord
 
 log = logging.getLogger(__name__)
 

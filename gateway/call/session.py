@@ -31,31 +31,10 @@ from gateway.call.recorder import CallRecorder
 from gateway.call.routing import Decision, RoutingPolicy, Understanding
 from gateway.call.speech import SpeechPipeline
 from gateway.config import Settings
-from gateway.store import (
-    DecisionRecord,
-    NewCall,
-    OutboundMessage,
-    Store,
-    UtteranceRecord,
-)
+from gateway.store import DecisionRecord, NewCall, OutboundMessage, Store, UtteranceRecord
 from gateway.whatsapp.templates import followup_payload
-from models import (
-    FRAME_MS,
-    AudioFrame,
-    Endpointer,
-    EndpointerConfig,
-    NoInput,
-    SpeechStarted,
-    UtteranceEnded,
-)
-from sip import (
-    CallEnded,
-    CallMediaReady,
-    DtmfReceived,
-    IncomingCall,
-    PlaybackFinished,
-    TransferUpdate,
-)
+from models import FRAME_MS, AudioFrame, Endpointer, EndpointerConfig, NoInput, SpeechStarted, UtteranceEnded
+from sip import CallEnded, CallMediaReady, DtmfReceived, IncomingCall, PlaybackFinished, TransferUpdate
 
 log = logging.getLogger(__name__)
 

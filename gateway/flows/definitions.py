@@ -74,6 +74,33 @@ def render(template: str, variables: dict[str, Any], *, quote: bool = False) -> 
     return _VAR.sub(value, template)
 
 
+def dig(data: Any, path: str) -> Any:
+    """The value at a dotted ``path`` (``order.items.0.name``) of a backend's JSON answer; None when absent."""
+    node = data
+    for part in path.split("."):
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return None
+    return node
+
+
+def render_json(value: Any, variables: dict[str, Any]) -> Any:
+    """A backend request body with ``{name}`` placeholders filled in, at any depth."""
+    if isinstance(value, str):
+        whole = re.fullmatch(r"\{([a-zA-Z_][a-zA-Z0-9_]*)\}", value)
+        if whole:  # a lone placeholder keeps the variable's own JSON type (lists of documents, numbers)
+            return variables.get(whole.group(1))
+        return render(value, variables)
+    if isinstance(value, dict):
+        return {k: render_json(v, variables) for k, v in value.items()}
+    if isinstance(value, list):
+        return [render_json(v, variables) for v in value]
+    return value
+
+
 _RAW_URL_VARS = frozenset({"backend_url"})
 
 

@@ -35,8 +35,10 @@ from gateway.flows.definitions import (
     HandoffStep,
     ResolveStep,
     SayStep,
+    dig,
     pick,
     render,
+    render_json,
 )
 from gateway.flows.handoff import HandoffDelivery
 from gateway.store import Conversation, Store, Turn
@@ -170,7 +172,7 @@ class FlowEngine:
     async def call_backend(self, step: CallBackendStep, variables: dict[str, Any]) -> tuple[int | None, Any, str | None, float]:
         """(HTTP status or None, JSON answer or None, error or None, elapsed ms)."""
         url = render(step.url, variables, quote=True)
-        body = _render_json(step.body, variables) if step.body is not None else None
+        body = render_json(step.body, variables) if step.body is not None else None
         started = time.monotonic()
         try:
             response = await self._http.request(step.method, url, json=body, timeout=step.timeout_s or self.settings.backend_timeout_s)
@@ -375,7 +377,7 @@ class _Run:
     def _save(self, step: CallBackendStep, data: Any) -> list[str]:
         missing = []
         for var, path in step.save.items():
-            value = _dig(data, path)
+            value = dig(data, path)
             if value is None:
                 missing.append(var)
             else:
@@ -507,31 +509,6 @@ def _choose(step: ButtonsStep, event: InboundEvent, button: str | None, lang: st
         if text in {pick(option.title, lang).casefold(), option.id.casefold()}:
             return option
     return None
-
-
-def _dig(data: Any, path: str) -> Any:
-    node = data
-    for part in path.split("."):
-        if isinstance(node, dict):
-            node = node.get(part)
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        else:
-            return None
-    return node
-
-
-def _render_json(value: Any, variables: dict[str, Any]) -> Any:
-    if isinstance(value, str):
-        whole = re.fullmatch(r"\{([a-zA-Z_][a-zA-Z0-9_]*)\}", value)
-        if whole:  # a lone placeholder keeps the variable's own JSON type (lists of documents, numbers)
-            return variables.get(whole.group(1))
-        return render(value, variables)
-    if isinstance(value, dict):
-        return {k: _render_json(v, variables) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_render_json(v, variables) for v in value]
-    return value
 
 
 def _cut(text: str, limit: int) -> str:

@@ -46,14 +46,7 @@ from models.endpointing import Endpointer
 from models.transcribe import Transcript
 from models.vad import VoiceActivityDetector
 from nlu.classifier import IntentResult, IntentScore
-from sip.events import (
-    CallEnded,
-    CallMediaReady,
-    DtmfReceived,
-    IncomingCall,
-    PlaybackFinished,
-    TransferUpdate,
-)
+from sip.events import CallEnded, CallMediaReady, DtmfReceived, IncomingCall, PlaybackFinished, TransferUpdate
 
 NUMBER = "+525555550123"
 CALLER = CallerNumber(NUMBER, None)
