@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from gateway.dev.caller import synthesize  # noqa: E402
 from gateway.dev.harness import RunningGateway, start_gateway  # noqa: E402
-from models.audio import frames_from_pcm, load_audio, float32_to_pcm16  # noqa: E402
+from models.audio import float32_to_pcm16, frames_from_pcm, load_audio  # noqa: E402
 from models.vad import WebRtcVad  # noqa: E402
 
 RESULTS = REPO_ROOT / "benchmarks" / "results" / "latency.json"

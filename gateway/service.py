@@ -24,7 +24,7 @@ from gateway.store import Store
 from gateway.whatsapp import WhatsAppChannel, build_whatsapp, local_base
 from models import AudioFrame, Endpointer, Transcriber, WebRtcVad
 from nlu import IntentClassifier, IntentModel, RasaClassifier, load_or_train_default
-from sip import CallEvent, IncomingCall, SipEndpoint
+from sip import CallEvent, IncomingCall, PjsuaBuild, SipEndpoint, pjsua2_build
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,7 @@ class Gateway:
         self.store: Store | None = None
         self.speech: SpeechPipeline | None = None
         self.sip: SipEndpoint | None = None
+        self.pjsua2: PjsuaBuild | None = None
         self.whatsapp: WhatsAppChannel | None = None
         self.flows: FlowEngine | None = None
         self._policy = RoutingPolicy(settings.routing)
@@ -91,6 +92,13 @@ class Gateway:
             asyncio.to_thread(build_transcriber, s), asyncio.to_thread(load_classifier, s)
         )
         self.speech = SpeechPipeline(transcriber, classifier, workers=s.asr.workers)
+        # What this node can hold: Puente's own pjsua2 build, or the PyPI wheel capped at 4 calls.
+        self.pjsua2 = await asyncio.to_thread(pjsua2_build)
+        if self.pjsua2.warning():
+            log.warning("sip: %s", self.pjsua2.warning())
+        if s.sip.max_calls > self.pjsua2.max_calls:
+            log.warning("sip: sip.max_calls is %d, but this pjsua2 build holds %d calls per process",
+                        s.sip.max_calls, self.pjsua2.max_calls)
         self.sip = SipEndpoint(s.sip_config(), handler=self)
         await asyncio.to_thread(self.sip.start)
         self.started_at = time.time()
@@ -178,7 +186,12 @@ class Gateway:
         return {
             "status": "starting" if self.sip is None else ("degraded" if failing or recent else "ok"),
             "active_calls": len(self.sessions),
-            "sip": {"host": self.settings.sip.host, "port": self.settings.sip.port, "transports": self.settings.sip.transports},
+            "sip": {
+                "host": self.settings.sip.host, "port": self.settings.sip.port, "transports": self.settings.sip.transports,
+                # Calls this node answers at once: the configured limit, or the pjsua2 build's if lower.
+                "max_calls": min(self.settings.sip.max_calls, self.pjsua2.max_calls) if self.pjsua2 else None,
+                "pjsua2": self.pjsua2.as_dict() if self.pjsua2 else None,
+            },
             "asr": {"model": self.speech.asr_model if self.speech else None},
             "nlu": {"version": self.speech.nlu_version if self.speech else None},
             "database": {

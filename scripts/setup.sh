@@ -13,16 +13,9 @@ APT_PACKAGES=(
   pocketsphinx-testdata              # more real English speech
 )
 
-missing=()
-for pkg in "${APT_PACKAGES[@]}"; do
-  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
-done
-if ((${#missing[@]})); then
-  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  echo "setup: installing ${missing[*]}"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+# shellcheck source=apt_install.sh
+. scripts/apt_install.sh
+apt_install "${APT_PACKAGES[@]}"
 
 python=${PYTHON:-}
 if [ -z "$python" ]; then
@@ -45,3 +38,6 @@ if [ ! -f "$stamp" ]; then
   fi
   rm -f .venv/.puente-installed-* && touch "$stamp"
 fi
+
+# pjsua2: Puente's own build (512 calls per process, epoll, opus, TLS, SRTP), or the capped PyPI wheel.
+scripts/pjsua2/install.sh

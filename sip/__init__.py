@@ -4,6 +4,7 @@ Knows nothing of intents, WhatsApp or databases; see ``SipEndpoint`` for the
 gateway side and ``SipCaller`` for placing test calls.
 """
 from sip.caller import CallResult, CallScript, SipCaller
+from sip.capabilities import PjsuaBuild, pjsua2_build
 from sip.config import SipConfig
 from sip.endpoint import SipEndpoint
 from sip.errors import SipError, SipNotRunningError, SipStartError
@@ -29,10 +30,12 @@ __all__ = [
     "IncomingCall",
     "PlaybackFinished",
     "SipCaller",
+    "PjsuaBuild",
     "SipConfig",
     "SipEndpoint",
     "SipError",
     "SipNotRunningError",
     "SipStartError",
     "TransferUpdate",
+    "pjsua2_build",
 ]

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from conftest import ROOT, espeak
-from models.corpora import asterisk_clips
+
 from gateway.dev.harness import start_gateway
+from models.corpora import asterisk_clips
 from tests.support.sip import baresip
 
 pytestmark = [pytest.mark.sip, pytest.mark.asr]

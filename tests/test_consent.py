@@ -7,7 +7,6 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-
 from conftest import espeak
 
 pytestmark = [pytest.mark.sip, pytest.mark.asr]

@@ -9,13 +9,13 @@ from http.server import ThreadingHTTPServer
 
 import httpx
 import pytest
+from test_nlu_rasa import serve
 
 from gateway.dev.harness import start_gateway
 from nlu.bundled import bundled_data_paths
 from nlu.dataset import load_examples
 from nlu.model import IntentModel
 from nlu.train import save, train
-from test_nlu_rasa import serve
 
 pytestmark = [pytest.mark.sip, pytest.mark.asr]
 

@@ -1,8 +1,8 @@
 """Routing policy: which channel each understood utterance goes to, and why."""
 import pytest
 
-from gateway.config import RoutingSettings
 from gateway.call.routing import RoutingPolicy, Understanding
+from gateway.config import RoutingSettings
 
 SELF_SERVICE = ["order_status", "appointment", "duplicate_document", "opening_hours",
                 "policy_info", "payment", "send_documents", "update_details"]

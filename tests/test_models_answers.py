@@ -16,8 +16,7 @@ from models.corpora import REPO_ROOT
 # The benchmark builds the corpora (FSDD, asterisk, espeak-ng + µ-law, noise); the spec reuses its
 # recipe on a subset. benchmarks/ is not an installed package, so import it from the checkout.
 sys.path.insert(0, str(REPO_ROOT))
-from benchmarks.answers import (  # noqa: E402
-    ASTERISK, FSDD, asterisk_digit_items, espeak_items, free_choice, fsdd_items, noise_items)
+from benchmarks.answers import ASTERISK, FSDD, asterisk_digit_items, espeak_items, free_choice, fsdd_items, noise_items  # noqa: E402
 from models.answers import DIGITS, YES_NO, AnswerRecognizer, Grammar, surface_forms  # noqa: E402
 from models.audio import float32_to_pcm16, load_audio  # noqa: E402
 

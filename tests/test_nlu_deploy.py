@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import httpx
 import pytest
-
 from conftest import espeak
+
 from gateway.dev.harness import start_gateway
 from nlu.bundled import bundled_data_paths
 from nlu.dataset import load_examples

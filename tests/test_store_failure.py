@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, espeak
+
 from gateway.dev.harness import start_gateway
 
 pytestmark = [pytest.mark.sip, pytest.mark.asr]

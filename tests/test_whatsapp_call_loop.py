@@ -8,7 +8,6 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-
 from conftest import espeak
 
 pytestmark = [pytest.mark.sip, pytest.mark.asr]

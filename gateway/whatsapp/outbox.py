@@ -194,7 +194,9 @@ class OutboxWorker:
         if delay is None:
             delay = backoff_delay(claim.attempts, base_s=self._s.backoff_base_s, cap_s=self._s.backoff_cap_s, rng=self._rng)
         now = self._clock.now()
-        log.warning("whatsapp outbox: message %s attempt %s: %s; next in %.1fs", claim.id, claim.attempts, error, delay)
+        # Waiting out our own pacing is routine; a failed attempt is worth a warning.
+        log.log(logging.WARNING if consume_attempt else logging.INFO,
+                "whatsapp outbox: message %s attempt %s: %s; next in %.1fs", claim.id, claim.attempts, error, delay)
         await self._store.outbox.retry_later(
             claim.id, now=now, next_attempt_at=now + timedelta(seconds=delay),
             error=error, error_code=code, in_doubt=in_doubt, consume_attempt=consume_attempt,
