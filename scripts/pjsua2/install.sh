@@ -49,7 +49,7 @@ if [ -n "$pjsua2_wheel" ]; then
     .venv/bin/python -m pip uninstall -y pjsua2-python pjsua2 >>.venv/pip-install.log 2>&1 || true
     .venv/bin/python -m pip install --no-deps --no-index "$pjsua2_wheel" >>.venv/pip-install.log 2>&1 \
       || { tail -20 .venv/pip-install.log >&2; echo "setup: installing $pjsua2_wheel failed" >&2; exit 1; }
-    .venv/bin/python -m sip.capabilities --expect-full | sed 's/^/setup: /'
+    .venv/bin/python -m sip --expect-full | sed 's/^/setup: /'
   fi
 else
   if ! grep -q '^pjsua2-python ' <<<"$pjsua2_installed" || grep -q '^pjsua2 ' <<<"$pjsua2_installed"; then
