@@ -76,12 +76,48 @@ class SipSettings(_Section):
 
     host: str = _part_field(SipConfig, "host", min_length=1, description="Address SIP and RTP bind to.")
     port: int = _part_field(SipConfig, "port", ge=1, le=65535, description="SIP port (UDP and TCP).")
-    transports: tuple[Literal["udp", "tcp"], ...] = _part_field(
-        SipConfig, "transports", min_length=1, description="Transports SIP listens on."
+    transports: tuple[Literal["udp", "tcp", "tls"], ...] = _part_field(
+        SipConfig, "transports", min_length=1, description="Transports SIP listens on; tls needs tls_cert_file and tls_key_file."
     )
     public_host: str | None = _part_field(SipConfig, "public_host", description="Address advertised in Contact/SDP; default: host.")
+    tls_port: int = _part_field(SipConfig, "tls_port", ge=1, le=65535, description="SIP over TLS port, with tls in transports.")
+    tls_cert_file: ExpandedPath | None = _part_field(
+        SipConfig, "tls_cert_file", description="PEM certificate (chain) the TLS listener presents."
+    )
+    tls_key_file: ExpandedPath | None = _part_field(SipConfig, "tls_key_file", description="PEM private key of tls_cert_file.")
+    tls_ca_file: ExpandedPath | None = _part_field(
+        SipConfig, "tls_ca_file", description="PEM CA bundle; set: TLS clients must present a certificate it signs (mutual TLS)."
+    )
+    srtp: Literal["off", "optional", "mandatory"] = _part_field(
+        SipConfig, "srtp", description="Media encryption (SDES-SRTP): off, optional (when offered), mandatory (plain RTP gets 488)."
+    )
+    srtp_require_tls: bool = _part_field(
+        SipConfig, "srtp_require_tls",
+        description="SRTP keys only over TLS signalling: with srtp on, calls not over TLS get 406; false: SDES over UDP/TCP too.",
+    )
+
+    @field_validator("srtp", mode="before")
+    @classmethod
+    def _srtp_off_is_not_false(cls, value: Any) -> Any:
+        return "off" if value is False else value  # YAML 1.1 reads a bare `off` as false
+
     allowed_networks: tuple[str, ...] = _part_field(
         SipConfig, "allowed_networks", description="Source networks (CIDR) whose INVITEs are answered; others get 403."
+    )
+    trusted_networks: tuple[str, ...] = _part_field(
+        SipConfig, "trusted_networks", description="Sources (CIDR: carrier trunks, SBC) exempt from the per-source limits below."
+    )
+    max_calls_per_source: int = _part_field(
+        SipConfig, "max_calls_per_source", ge=0, description="Calls one untrusted source IP may hold at once; more get 486. 0: no cap."
+    )
+    invite_rate_per_source: float = _part_field(
+        SipConfig, "invite_rate_per_source", ge=0, description="New INVITEs per second from one untrusted source IP; more get 503 with Retry-After. 0: no limit."
+    )
+    invite_burst_per_source: int = _part_field(
+        SipConfig, "invite_burst_per_source", ge=1, description="INVITEs one untrusted source may send at once before invite_rate_per_source applies."
+    )
+    ack_timeout_s: float = _part_field(
+        SipConfig, "ack_timeout_s", ge=0.5, le=32, description="pjsip transaction timeout: a 200 OK never ACKed gets a BYE after this and its call is freed by twice this; also bounds our own requests."
     )
     codecs: tuple[str, ...] = _part_field(
         SipConfig, "codecs", min_length=1, description="name/clock_rate codec ids in priority order; every other codec is disabled."

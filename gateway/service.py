@@ -188,6 +188,8 @@ class Gateway:
             "active_calls": len(self.sessions),
             "sip": {
                 "host": self.settings.sip.host, "port": self.settings.sip.port, "transports": self.settings.sip.transports,
+                "tls_port": self.settings.sip.tls_port if "tls" in self.settings.sip.transports else None,
+                "srtp": self.settings.sip.srtp,
                 # Calls this node answers at once: the configured limit, or the pjsua2 build's if lower.
                 "max_calls": min(self.settings.sip.max_calls, self.pjsua2.max_calls) if self.pjsua2 else None,
                 "pjsua2": self.pjsua2.as_dict() if self.pjsua2 else None,

@@ -27,6 +27,7 @@ from sip.errors import SipNotRunningError, SipStartError
 from sip.media import FrameSink, Player, WavCache
 from sip.message import app_headers, parse_headers
 from sip.runtime import SipThread, base_config, describe, weakly
+from sip.security import apply_srtp, srtp_suite, tls_config
 from sip.session import call_op
 
 log = logging.getLogger("puente.sip.caller")
@@ -60,6 +61,10 @@ class CallScript:
     reply_dtmf: str | None = None
     reply_after_s: float = 0.5
     codecs: tuple[str, ...] | None = None  # offer only these, e.g. ("PCMA/8000",)
+    # Media encryption offered (SDES-SRTP, also over UDP): "off" offers RTP/AVP only, "optional"
+    # RTP/AVP with crypto lines, "mandatory" RTP/SAVP. Over TLS, dial "sip:…;transport=tls"
+    # with a SipCaller(tls=True).
+    srtp: Literal["off", "optional", "mandatory"] = "off"
 
     def __post_init__(self) -> None:
         for _, digits, method in self.dtmf:
@@ -88,6 +93,7 @@ class CallResult:
     transfer_headers: dict[str, str] = field(default_factory=dict)  # the REFER's X-* headers
     transfer_status: int | None = None  # final status of the followed transfer's INVITE
     received_audio_s: float = 0.0  # audible seconds the far end sent
+    srtp: str | None = None  # the SRTP crypto suite of the audio, e.g. AES_CM_128_HMAC_SHA1_80; None: plain RTP
 
 
 def _rms(pcm: bytes) -> float:
@@ -267,6 +273,7 @@ class _Leg(pj.Call):
                 if not self.transferred:
                     stream = self.getStreamInfo(media.index)
                     self.attempt.result.codec = f"{stream.codecName}/{stream.codecClockRate}"
+                    self.attempt.result.srtp = srtp_suite(self)
                 return
 
     def onCallTsxState(self, prm: pj.OnCallTsxStateParam) -> None:
@@ -336,10 +343,17 @@ def _speech_ended(result: CallResult, stop: Callable[[], None], cue: _ReplyCue) 
 class SipCaller:
     """Places scripted calls; a context manager owning the process's pjsua2 Endpoint."""
 
-    def __init__(self, bind_host: str = "127.0.0.1", log_level: int = 0, max_calls: int = 32) -> None:
+    def __init__(self, bind_host: str = "127.0.0.1", log_level: int = 0, max_calls: int = 32,
+                 tls: bool = False, tls_ca_file: Path | None = None, tls_cert_file: Path | None = None,
+                 tls_key_file: Path | None = None) -> None:
+        """``tls`` adds a SIP-over-TLS client transport (``sip:…;transport=tls`` URIs); the
+        server's certificate is verified only against ``tls_ca_file``, when given, and
+        ``tls_cert_file``/``tls_key_file`` are presented to servers that ask (mutual TLS)."""
         self.bind_host = bind_host
         self._log_level = log_level
         self._max_calls = max_calls
+        self._tls = tls or tls_ca_file is not None or tls_cert_file is not None
+        self._tls_files = (tls_cert_file, tls_key_file, tls_ca_file)
         self._sip = SipThread("puente-sip-caller", self)
         self._accounts: dict[str, pj.Account] = {}
         self._legs: set[_Leg] = set()  # the only owner of each live leg; SIP thread only
@@ -400,7 +414,7 @@ class SipCaller:
         # Priorities are endpoint-wide, but they only matter while makeCall
         # builds the offer, on this same thread: concurrent calls cannot mix.
         apply_codec_priorities(self._sip.endpoint, script.codecs or _DEFAULT_CODECS)
-        leg = self._new_leg(self._account_for(script.from_uri), attempt)
+        leg = self._new_leg(self._account_for(script), attempt)
         try:
             leg.makeCall(uri, call_op(headers=script.headers))
         except pj.Error as exc:
@@ -420,7 +434,7 @@ class SipCaller:
         if not leg.attempt.script.follow_transfer:
             prm.statusCode = 603
             return
-        prm.newCall = self._new_leg(self._account_for(leg.attempt.script.from_uri), leg.attempt, transferred=True)
+        prm.newCall = self._new_leg(self._account_for(leg.attempt.script), leg.attempt, transferred=True)
 
     def _leg_ended(self, leg: _Leg) -> None:
         # Inside the leg's DISCONNECTED callback: after this, nothing owns it.
@@ -434,15 +448,18 @@ class SipCaller:
         for leg in [leg for leg in self._legs if leg.attempt is attempt]:
             leg.end(cause)
 
-    def _account_for(self, from_uri: str | None) -> pj.Account:
-        key = from_uri or f"sip:caller@{self.bind_host}:{self._port}"
+    def _account_for(self, script: CallScript) -> pj.Account:
+        uri = script.from_uri or f"sip:caller@{self.bind_host}:{self._port}"
+        key = f"{uri} srtp={script.srtp}"
         if key not in self._accounts:
             cfg = pj.AccountConfig()
-            cfg.idUri = key
+            cfg.idUri = uri
             media = cfg.mediaConfig.transportConfig
             media.port = 0  # any free port: several callers and the gateway share the host
             media.boundAddress = self.bind_host
             media.publicAddress = self.bind_host
+            # The far end decides whether SDES over a plain hop is acceptable; the caller just offers.
+            apply_srtp(cfg.mediaConfig, script.srtp, require_tls=False)
             account = pj.Account()
             account.create(cfg)
             self._accounts[key] = account
@@ -463,6 +480,16 @@ class SipCaller:
             tid = ep.transportCreate(kind, tcfg)
             if not self._port:
                 self._port = int(ep.transportGetInfo(tid).localName.rsplit(":", 1)[1])
+        if self._tls:
+            tcfg = pj.TransportConfig()
+            tcfg.port = 0  # a client transport: any port
+            tcfg.boundAddress = self.bind_host
+            tcfg.publicAddress = self.bind_host
+            tcfg.tlsConfig = tls_config(*self._tls_files, verify_server=self._tls_files[2] is not None)
+            try:
+                ep.transportCreate(pj.PJSIP_TRANSPORT_TLS, tcfg)
+            except pj.Error as exc:
+                raise SipStartError(f"no SIP over TLS in this pjsua2 build: {describe(exc)}") from None
         ep.libStart()
         self._codecs = tuple(available_codecs(ep))
 

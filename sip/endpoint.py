@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 import uuid
 from collections.abc import Callable
@@ -9,13 +10,15 @@ from pathlib import Path
 
 import pjsua2 as pj
 
+from sip.admission import Admission
 from sip.codecs import apply_codec_priorities
 from sip.config import SipConfig
 from sip.errors import SipNotRunningError, SipStartError
 from sip.events import CallEvent, CallHandler, IncomingCall, PlaybackFinished, TransferUpdate
 from sip.media import WavCache
 from sip.message import addr_spec, app_headers, refer_to_uri, request_uri, split_host_port, uri_user
-from sip.runtime import SipThread, base_config, describe, weakly
+from sip.runtime import SipThread, base_config, describe, ioqueue_name, set_transaction_timeout, weakly
+from sip.security import apply_srtp, tls_config
 from sip.session import InboundCall, call_op, notify_handler
 
 log = logging.getLogger("puente.sip")
@@ -29,6 +32,9 @@ _REJECT_HEADROOM = 8
 # INVITE's slot this long makes pjsua itself answer a flood with 486 (before
 # any socket is opened) instead of churning sockets faster than they free.
 _REJECT_AFTER_S = 0.1
+# ... except INVITEs refused by per-source admission on an epoll build (handles to spare): those
+# are answered inside onIncomingCall, so a flood from one source frees each pjsua slot (and its
+# sockets) at once instead of filling the headroom that the other sources' calls need.
 
 
 class _Account(pj.Account):
@@ -67,6 +73,12 @@ class SipEndpoint:
         self._log_writer: pj.LogWriter | None = None
         self._calls: dict[str, InboundCall] = {}  # the only owner of each call; SIP thread only
         self._rejected: set[_Rejected] = set()  # SIP thread only
+        self._admission = Admission(
+            max_calls=config.max_calls_per_source, rate=config.invite_rate_per_source,
+            burst=config.invite_burst_per_source, trusted_networks=config.trusted_networks,
+        )  # SIP thread only
+        self._sources: dict[str, str] = {}  # call_id -> source IP of each admitted call; SIP thread only
+        self._refuse_at_once = False  # see _REJECT_AFTER_S
         self._active: tuple[str, ...] = ()  # snapshot for other threads
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._wavs: WavCache | None = None
@@ -155,21 +167,27 @@ class SipEndpoint:
             max_calls=cfg.max_calls + _REJECT_HEADROOM, user_agent=cfg.user_agent, log_level=cfg.log_level
         )
         ep.libInit(ep_cfg)
+        if not set_transaction_timeout(cfg.ack_timeout_s):
+            log.warning("cannot set pjsip's transaction timeout: an un-ACKed 200 OK holds its call 32 s")
+        self._refuse_at_once = ioqueue_name().startswith("epoll")
         ep.audDevManager().setNullDev()
         ipv6 = ":" in cfg.host
         kinds = {
             "udp": pj.PJSIP_TRANSPORT_UDP6 if ipv6 else pj.PJSIP_TRANSPORT_UDP,
             "tcp": pj.PJSIP_TRANSPORT_TCP6 if ipv6 else pj.PJSIP_TRANSPORT_TCP,
+            "tls": pj.PJSIP_TRANSPORT_TLS6 if ipv6 else pj.PJSIP_TRANSPORT_TLS,
         }
         for name in cfg.transports:
             tcfg = pj.TransportConfig()
-            tcfg.port = cfg.port
+            tcfg.port = cfg.tls_port if name == "tls" else cfg.port
             tcfg.boundAddress = cfg.host
             tcfg.publicAddress = cfg.advertised_host
+            if name == "tls":
+                tcfg.tlsConfig = tls_config(cfg.tls_cert_file, cfg.tls_key_file, cfg.tls_ca_file)
             try:
                 ep.transportCreate(kinds[name], tcfg)
             except pj.Error as exc:
-                raise SipStartError(f"cannot listen on {name} {cfg.host}:{cfg.port}: {describe(exc)}") from None
+                raise SipStartError(f"cannot listen on {name} {cfg.host}:{tcfg.port}: {describe(exc)}") from None
         ep.libStart()
         try:
             selection = apply_codec_priorities(ep, cfg.codecs)
@@ -178,7 +196,8 @@ class SipEndpoint:
         if selection.missing:
             log.warning("codecs not in this pjsua2 build, skipped: %s", ", ".join(selection.missing))
         self._codecs = selection.enabled
-        log.info("SIP listening on %s:%d (%s), codecs %s", cfg.host, cfg.port, "+".join(cfg.transports), self._codecs)
+        log.info("SIP listening on %s:%d (%s)%s, codecs %s, SRTP %s", cfg.host, cfg.port, "+".join(cfg.transports),
+                 f", TLS on {cfg.tls_port}" if "tls" in cfg.transports else "", self._codecs, cfg.srtp)
 
         acfg = pj.AccountConfig()
         host = f"[{cfg.advertised_host}]" if ":" in cfg.advertised_host else cfg.advertised_host
@@ -188,6 +207,7 @@ class SipEndpoint:
         media.portRange = cfg.rtp_port_range
         media.boundAddress = cfg.host
         media.publicAddress = cfg.advertised_host
+        apply_srtp(acfg.mediaConfig, cfg.srtp, cfg.srtp_require_tls)
         self._account = _Account(self._on_incoming)
         self._account.create(acfg, True)
 
@@ -205,6 +225,7 @@ class SipEndpoint:
         for call in self._calls.values():
             call.detach_media()
         self._calls.clear()
+        self._sources.clear()
         self._rejected.clear()
         self._publish()
         self._account = None
@@ -221,10 +242,19 @@ class SipEndpoint:
             log.warning("rejecting call from %s: %d calls already up", source, len(self._calls))
             self._reject(prm.callId, 486)
             return
+        refusal = self._admission.admit(source)
+        if refusal is not None:
+            # A flood is logged on a log scale: the 1st, 10th, 100th… INVITE refused in a row.
+            level = logging.WARNING if math.log10(refusal.in_a_row).is_integer() else logging.DEBUG
+            log.log(level, "refusing call from %s with %d (%d in a row): %s", source, refusal.status_code,
+                    refusal.in_a_row, refusal.reason)
+            self._reject(prm.callId, refusal.status_code, refusal.headers, at_once=self._refuse_at_once)
+            return
         assert self._account is not None
         call_id = str(uuid.uuid4())
         call = InboundCall(self._account, prm.callId, call_id, self._handler, self._sip, self._on_call_ended)
         self._calls[call_id] = call
+        self._sources[call_id] = source
         self._publish()
         info = call.getInfo()
         message = prm.rdata.wholeMsg
@@ -249,15 +279,23 @@ class SipEndpoint:
         answer = weakly(call.answer_with)
         self._sip.call_later(0.0, lambda: answer(200))
 
-    def _reject(self, pj_call_id: int, status_code: int) -> None:
+    def _reject(
+        self, pj_call_id: int, status_code: int, headers: dict[str, str] | None = None, at_once: bool = False
+    ) -> None:
         call = _Rejected(self._account, pj_call_id, self._rejected.discard)
         self._rejected.add(call)
+        if at_once:  # inside onIncomingCall: pjsua frees the slot and its RTP sockets on return
+            call.answer(call_op(status_code, headers))
+            return
         answer = weakly(call.answer)
-        self._sip.call_later(_REJECT_AFTER_S, lambda: answer(call_op(status_code)))
+        self._sip.call_later(_REJECT_AFTER_S, lambda: answer(call_op(status_code, headers)))
 
     def _on_call_ended(self, call: InboundCall) -> None:
         # Inside the call's DISCONNECTED callback: after this, nothing owns it.
         self._calls.pop(call.call_id, None)
+        source = self._sources.pop(call.call_id, None)
+        if source is not None:
+            self._admission.release(source)
         self._sip.retire(*call.detach_media())
         self._publish()
 

@@ -14,6 +14,9 @@ import pjsua2 as pj
 
 from models.audio import FRAME_BYTES, FRAME_MS, SAMPLE_RATE, AudioFrame
 
+#: Larger than any audio frame we read (20 ms of 48 kHz stereo is 3840 bytes).
+_MAX_DIRECT_BYTES = 1 << 16
+
 
 @functools.cache
 def bytevector_reader() -> Callable[[pj.ByteVector], bytes]:
@@ -30,7 +33,11 @@ def bytevector_reader() -> Callable[[pj.ByteVector], bytes]:
         addr = int(vector.this)
         begin = ctypes.c_void_p.from_address(addr).value
         end = ctypes.c_void_p.from_address(addr + ctypes.sizeof(ctypes.c_void_p)).value
-        return ctypes.string_at(begin, end - begin) if begin and end else b""
+        if not begin or not end:
+            return b""
+        if not 0 < end - begin <= _MAX_DIRECT_BYTES:  # not a vector we understand: never read wild memory
+            return bytes(vector)
+        return ctypes.string_at(begin, end - begin)
 
     probe_bytes = bytes(range(256)) * 3
     try:

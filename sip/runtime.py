@@ -83,6 +83,38 @@ def base_config(*, max_calls: int, user_agent: str, log_level: int) -> tuple[pj.
     return cfg, writer
 
 
+def _pjlib() -> ctypes.CDLL | None:
+    """The C library inside the pjsua2 extension (pjproject is linked into it), for the few pjlib/
+    pjsip settings pjsua2 does not wrap; None where it cannot be opened."""
+    try:
+        return ctypes.CDLL(pj._pjsua2.__file__)
+    except (AttributeError, OSError):
+        return None
+
+
+def ioqueue_name() -> str:
+    """pjlib's ioqueue: "epoll…" or "select" (our build vs the PyPI wheel); "" if unknown."""
+    lib = _pjlib()
+    fn = getattr(lib, "pj_ioqueue_name", None)
+    if fn is None:
+        return ""
+    fn.restype = ctypes.c_char_p
+    return (fn() or b"").decode(errors="replace")
+
+
+def set_transaction_timeout(timeout_s: float) -> bool:
+    """Set pjsip's transaction timeout (timer H: a 2xx or error answer never ACKed; also timers B/F,
+    our own requests unanswered, and D), default 64*T1 = 32 s, process-wide. Call after libInit.
+    False where pjsip_tsx_set_timers is not reachable (the caller should log it)."""
+    fn = getattr(_pjlib(), "pjsip_tsx_set_timers", None)
+    if fn is None:
+        return False
+    fn.argtypes = [ctypes.c_uint] * 4
+    fn.restype = None
+    fn(0, 0, 0, max(1, round(timeout_s * 1000)))  # 0 keeps T1, T2, T4 as they are
+    return True
+
+
 @contextlib.contextmanager
 def _stdout_silenced() -> Iterator[None]:
     """pjlib prints its start-up banner with C stdio before any log setting applies; keep it

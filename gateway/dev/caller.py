@@ -9,7 +9,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
@@ -45,8 +45,13 @@ def place_call(
     dtmf: str | None = None,
     hangup_after_s: float | None = None,
     timeout_s: float = 60.0,
+    srtp: Literal["off", "optional", "mandatory"] = "off",
+    tls_ca_file: Path | None = None,
 ) -> dict[str, Any]:
     """Call, wait for the gateway to end the call, return its record (``CallFailed`` otherwise).
+
+    A ``;transport=tls`` URI calls over TLS (the certificate is checked against ``tls_ca_file``
+    when given); ``srtp`` is the media encryption offered.
 
     ``answer`` (spoken) and ``dtmf`` (keyed) reply to the gateway's next question after the
     first utterance (e.g. WhatsApp consent), as soon as the gateway starts asking it.
@@ -61,9 +66,9 @@ def place_call(
         host = uri.split("@")[-1].split(":")[0].split(";")[0]
         script = CallScript(
             wav=to_pcm16(Path(wav), work / "speech.wav"), from_uri=f"sip:{from_number}@{host}",
-            hangup_after_s=hangup_after_s, max_duration_s=timeout_s, reply_wav=reply, reply_dtmf=dtmf,
+            hangup_after_s=hangup_after_s, max_duration_s=timeout_s, reply_wav=reply, reply_dtmf=dtmf, srtp=srtp,
         )
-        with SipCaller() as caller:
+        with SipCaller(tls="transport=tls" in uri.lower(), tls_ca_file=tls_ca_file) as caller:
             result = caller.call(uri, script)
     if not result.connected:
         raise CallFailed(f"the call was not answered (SIP {result.status_code})", status_code=result.status_code)
@@ -101,4 +106,6 @@ def _caller_view(result: CallResult) -> dict[str, Any]:
         "speech_started_at": result.speech_started_at,
         "speech_ended_at": result.speech_ended_at,
         "transfer_target": result.transfer_target,
+        "codec": result.codec,
+        "srtp": result.srtp,
     }

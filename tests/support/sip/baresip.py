@@ -19,6 +19,7 @@ from pathlib import Path
 
 from tests.support.sip.harness import free_port
 
+MODULE_DIR = Path("/usr/lib/baresip/modules")
 _CONFIG = """\
 module_path		/usr/lib/baresip/modules
 poll_method		epoll
@@ -56,9 +57,20 @@ def available() -> bool:
     return shutil.which("baresip") is not None and shutil.which("sox") is not None
 
 
-def call(uri: str, wav: Path, *, pad_s: float = 1.0, timeout: float = 30.0, user: str = "baresip") -> BaresipResult:
+def modules() -> set[str]:
+    """The baresip modules installed (e.g. ``srtp``, ``opus``)."""
+    return {p.stem for p in MODULE_DIR.glob("*.so")}
+
+
+def call(uri: str, wav: Path, *, pad_s: float = 1.0, timeout: float = 30.0, user: str = "baresip",
+         extra_modules: tuple[str, ...] = (), extra_config: str = "", account_params: str = "") -> BaresipResult:
     """Dial ``uri`` as ``sip:{user}@127.0.0.1``, speak ``wav`` then ``pad_s`` of silence;
-    return when the call closes."""
+    return when the call closes.
+
+    ``extra_modules`` are loaded too (``"srtp"``), ``extra_config`` lines are appended to the
+    config (``sip_cafile``, ``sip_certificate``), ``account_params`` to the account
+    (``";mediaenc=srtp-mand"``).
+    """
     result = BaresipResult()
     with tempfile.TemporaryDirectory(prefix="baresip-") as tmp:
         conf = Path(tmp)
@@ -66,8 +78,10 @@ def call(uri: str, wav: Path, *, pad_s: float = 1.0, timeout: float = 30.0, user
         subprocess.run(["sox", str(wav), "-r", "8000", "-c", "1", "-b", "16", "-e", "signed-integer", str(audio),
                         "pad", "0", str(pad_s)], check=True, capture_output=True)
         ctrl_port = free_port()
-        (conf / "config").write_text(_CONFIG.format(sip_port=free_port(), wav=audio, ctrl_port=ctrl_port))
-        (conf / "accounts").write_text(f"<sip:{user}@127.0.0.1>;regint=0\n")
+        config = _CONFIG.format(sip_port=free_port(), wav=audio, ctrl_port=ctrl_port)
+        config += "".join(f"module\t\t\t{name}.so\n" for name in extra_modules) + extra_config
+        (conf / "config").write_text(config)
+        (conf / "accounts").write_text(f"<sip:{user}@127.0.0.1>;regint=0{account_params}\n")
         proc = subprocess.Popen(["baresip", "-f", str(conf)], stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         deadline = time.monotonic() + timeout

@@ -132,6 +132,8 @@ def main() -> int:
     parser.add_argument("--transfer-to")
     parser.add_argument("--hangup-after", type=float)
     parser.add_argument("--log-level", type=int, default=0)
+    parser.add_argument("--sip", action="append", default=[], metavar="FIELD=JSON",
+                        help="any other SipConfig field, value as JSON (repeatable)")
     args = parser.parse_args()
 
     # Keep the JSON stream on the real stdout; send C-level chatter to stderr.
@@ -143,6 +145,7 @@ def main() -> int:
         log_level=args.log_level,
         **({"allowed_networks": tuple(args.allow)} if args.allow else {}),
         **({"codecs": tuple(args.codecs)} if args.codecs else {}),
+        **{name: json.loads(value) for name, value in (item.split("=", 1) for item in args.sip)},
     )
     handler = RecordingHandler(events, args)
     endpoint = SipEndpoint(config, handler)
