@@ -175,13 +175,14 @@ class Transcriber:
 
         ``speech_end_s`` is where the speech ends, in seconds from the first sample of
         ``audio`` (0 < ``speech_end_s`` ≤ its duration); text that Whisper places after
-        it is dropped. Callers that already know it pass it, and no VAD runs here: for an
-        endpointer's utterance that is :attr:`UtteranceEnded.speech_end_in_pcm_s
-        <models.endpointing.UtteranceEnded.speech_end_in_pcm_s>`, i.e. ``(speech_end_ms -
-        pcm_start_ms) / 1000`` with ``audio`` its ``pcm``; the full duration means "speech
-        throughout" (no gate at all). ``None`` (a WAV file, a clip nobody endpointed): it
-        is found with webrtcvad, and audio with less than ``min_speech_ms`` of speech is
-        dropped as ``"no_speech_detected"`` without running the model.
+        it is dropped. Given, no VAD runs here, so there is no speech gate either: for an
+        endpointer's utterance it is :attr:`UtteranceEnded.speech_end_in_pcm_s
+        <models.endpointing.UtteranceEnded.speech_end_in_pcm_s>`; the full duration means
+        "speech throughout". ``None`` (the gateway's choice, a WAV file): it is found with a
+        fresh webrtcvad, and audio with less than ``min_speech_ms`` of speech is dropped as
+        ``"no_speech_detected"`` without running the model. That gate is not redundant with
+        an endpointer's: a VAD that has listened to a call adapts to the line, and steady
+        noise can start an utterance that a fresh VAD finds no speech in.
         """
         started = time.perf_counter()
         samples = as_float32(audio)

@@ -40,6 +40,8 @@ _AUDIBLE_RMS = 100.0
 # pjlib's 64-slot select() ioqueue; overflowing it aborts the process. Spacing
 # placements keeps quickly rejected calls from churning through it.
 _MIN_CALL_SPACING_S = 0.025
+# Ports tried for the caller's UDP+TCP pair before giving up (a clash is rare; 20 in a row is not).
+_PORT_ATTEMPTS = 20
 
 
 @dataclass(frozen=True)
@@ -472,19 +474,9 @@ class SipCaller:
                                             log_level=self._log_level)
         ep.libInit(cfg)
         ep.audDevManager().setNullDev()
-        for kind in (pj.PJSIP_TRANSPORT_UDP, pj.PJSIP_TRANSPORT_TCP):
-            tcfg = pj.TransportConfig()
-            tcfg.port = self._port  # 0 for UDP: any; TCP then takes the same number
-            tcfg.boundAddress = self.bind_host
-            tcfg.publicAddress = self.bind_host
-            tid = ep.transportCreate(kind, tcfg)
-            if not self._port:
-                self._port = int(ep.transportGetInfo(tid).localName.rsplit(":", 1)[1])
+        self._port = self._listen_udp_and_tcp(ep)
         if self._tls:
-            tcfg = pj.TransportConfig()
-            tcfg.port = 0  # a client transport: any port
-            tcfg.boundAddress = self.bind_host
-            tcfg.publicAddress = self.bind_host
+            tcfg = self._transport_config(0)  # a client transport: any port
             tcfg.tlsConfig = tls_config(*self._tls_files, verify_server=self._tls_files[2] is not None)
             try:
                 ep.transportCreate(pj.PJSIP_TRANSPORT_TLS, tcfg)
@@ -492,6 +484,27 @@ class SipCaller:
                 raise SipStartError(f"no SIP over TLS in this pjsua2 build: {describe(exc)}") from None
         ep.libStart()
         self._codecs = tuple(available_codecs(ep))
+
+    def _listen_udp_and_tcp(self, ep: pj.Endpoint) -> int:
+        """UDP on any free port, then TCP on the same number; another process may hold that number
+        for TCP (several callers and gateways share the host), so a clash picks another port."""
+        for _ in range(_PORT_ATTEMPTS):
+            udp = ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, self._transport_config(0))
+            port = int(ep.transportGetInfo(udp).localName.rsplit(":", 1)[1])
+            try:
+                ep.transportCreate(pj.PJSIP_TRANSPORT_TCP, self._transport_config(port))
+            except pj.Error:
+                ep.transportClose(udp)
+                continue
+            return port
+        raise SipStartError(f"no port free for both UDP and TCP on {self.bind_host} after {_PORT_ATTEMPTS} tries")
+
+    def _transport_config(self, port: int) -> pj.TransportConfig:
+        tcfg = pj.TransportConfig()
+        tcfg.port = port
+        tcfg.boundAddress = self.bind_host
+        tcfg.publicAddress = self.bind_host
+        return tcfg
 
     def begin_shutdown(self) -> None:
         for leg in list(self._legs):

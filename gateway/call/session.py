@@ -277,9 +277,7 @@ class CallSession:
         await self._enter(CallState.TRANSCRIBING)
         end_arrival = self._arrival_of(event.speech_end_ms)
         detected_arrival = self._arrival_of(event.detected_ms)
-        transcript = await self._deps.speech.transcribe(
-            event.pcm, self._transcription_languages(), speech_end_s=event.speech_end_in_pcm_s
-        )
+        transcript = await self._deps.speech.transcribe(event.pcm, self._transcription_languages())
         seq = len(self._progress.utterances) + 1
         timings = {
             "endpointing_ms": _ms(detected_arrival - end_arrival),
@@ -467,9 +465,7 @@ class CallSession:
         if self.state in _HEARING:
             partial = self._deps.endpointer.flush()
             if partial is not None:
-                transcript = await self._deps.speech.transcribe(
-                    partial.pcm, self._transcription_languages(), speech_end_s=partial.speech_end_in_pcm_s
-                )
+                transcript = await self._deps.speech.transcribe(partial.pcm, self._transcription_languages())
                 seq = len(self._progress.utterances) + 1
                 await self._save_utterance(seq, partial, transcript, {"transcription_ms": _ms(transcript.elapsed_s)})
         if self._outcome in ("deflected", "transferred", "unserved"):

@@ -29,15 +29,15 @@ class SpeechPipeline:
     def nlu_version(self) -> str:
         return self.classifier.version
 
-    async def transcribe(self, pcm: bytes, languages: Sequence[str], *, speech_end_s: float | None = None) -> Transcript:
-        """``speech_end_s``: where speech ends in ``pcm``, as the endpointer found it (no second VAD pass)."""
+    async def transcribe(self, pcm: bytes, languages: Sequence[str]) -> Transcript:
+        """The utterance goes through the transcriber's own speech gate, a fresh webrtcvad: the call's
+        VAD adapts to the line and lets steady noise start an utterance, which Whisper would put into
+        words (tests/test_call_flow.py::test_noise_produces_no_transcript_text)."""
         languages = list(languages)
         forced = languages[0] if len(languages) == 1 else None
         return await asyncio.get_running_loop().run_in_executor(
             self._executor,
-            lambda: self.transcriber.transcribe(
-                pcm, language=forced, languages=None if forced else languages, speech_end_s=speech_end_s,
-            ),
+            lambda: self.transcriber.transcribe(pcm, language=forced, languages=None if forced else languages),
         )
 
     async def recognize_yes_no(self, pcm: bytes, language: str) -> AnswerResult:

@@ -154,8 +154,8 @@ class ScriptedSpeech:
         self.gates[method] = asyncio.Event()
         return self.gates[method]
 
-    async def transcribe(self, pcm: bytes, languages: Any, *, speech_end_s: float | None = None) -> Transcript:
-        self.asked.append(("transcribe", len(pcm) // FRAME_BYTES, list(languages), speech_end_s))
+    async def transcribe(self, pcm: bytes, languages: Any) -> Transcript:
+        self.asked.append(("transcribe", len(pcm) // FRAME_BYTES, list(languages)))
         transcript = await self._next("transcribe", self._transcripts)
         self._clock.advance(transcript.elapsed_s)
         return transcript
