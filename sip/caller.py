@@ -33,7 +33,7 @@ from sip.session import call_op
 log = logging.getLogger("puente.sip.caller")
 
 DtmfMethod = Literal["rfc4733", "sip_info"]
-_DEFAULT_CODECS = ("opus/48000", "G722/16000", "PCMU/8000", "PCMA/8000")
+_DEFAULT_CODECS = ("G722/16000", "opus/48000", "PCMU/8000", "PCMA/8000")
 # A received frame counts as audible (e.g. a prompt) above this RMS (≈ -50 dBFS).
 _AUDIBLE_RMS = 100.0
 # Every call opens two RTP/RTCP sockets, and a closed one lingers 500 ms in
