@@ -5,11 +5,10 @@ import shutil
 import wave
 from pathlib import Path
 
-import pjsua2 as pj
 import pytest
 
 from sip import CallScript, SipConfig
-from sip.media import WavCache, bytevector_reader
+from sip.media import WavCache
 from sip.message import addr_spec, app_headers, parse_headers, refer_to_uri, request_uri, split_host_port, uri_user
 
 INVITE = (
@@ -89,13 +88,6 @@ def test_refer_to_embeds_escaped_headers() -> None:
     refer_to = refer_to_uri("sip:agent@10.0.0.5", {"X-Puente-Intent": "billing & más=1?", "X-Puente-Call-Id": "c-1"})
     assert refer_to == "<sip:agent@10.0.0.5?X-Puente-Intent=billing%20%26%20m%C3%A1s%3D1%3F&X-Puente-Call-Id=c-1>"
     assert refer_to_uri("<sip:a@h?X-A=1>", {"X-B": "2"}) == "<sip:a@h?X-A=1&X-B=2>"
-
-
-def test_bytevector_reader_copies_exact_bytes() -> None:
-    data = bytes(range(256)) * 2 + bytes(128)
-    read = bytevector_reader()
-    assert read(pj.ByteVector(data)) == data
-    assert read(pj.ByteVector()) == b""
 
 
 @pytest.mark.skipif(shutil.which("sox") is None, reason="sox is not installed")
