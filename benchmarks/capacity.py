@@ -15,21 +15,27 @@ raised, ``routing.hold_timeout_s`` long so voice calls stay held) and drives it 
   Spanish sentence (Debian asterisk-core-sounds-es-wav), then silence. Their ends of speech are
   spread over that window, so they reach Whisper within the same few seconds.
 
-The RTP is a pcap of RTP/PCMU packets built here from the recordings (8 kHz µ-law, 20 ms, a
-small pure-Python pcap writer, in a temporary directory); SIPp 3.6.1's ``rtp_stream`` sends
-no RTP here, ``play_pcap_audio`` does.
+The RTP is a pcap of RTP/PCMU packets built from the recordings (8 kHz µ-law, 20 ms, in a
+temporary directory) by ``gateway.dev.sipp``, which also runs the SIPp processes.
 
 Per level it prints one row and records in JSON: calls offered / answered / failed (SIPp's counts,
 the SIP codes of failures from its error log), the most calls the gateway held at once
 (``/healthz`` ``active_calls``), end of speech → decision p50/p95 from the gateway's own records
 (``GET /v1/calls/{id}``: ``decisions[].timings``; the part not spent endpointing, in Whisper,
-NLU or routing is shown as "wait": the ASR queue, the event loop and the store), frames received
+NLU or routing is shown as "wait": the ASR queue, the event loop and the store), how many speakers
+were decided without Whisper because it was too far behind ("sat": the gateway's ``asr.max_wait_s``,
+``--max-wait-s``; they take the voice route at once instead of queueing), frames received
 vs expected (waiting callers: call-audio ms between their two no-input events over the wall time
 between them; speaking callers: the utterance's ``speech_end_ms`` over where the clip's speech
-ends in the stream), gateway CPU % (of one core; /proc/<pid>/stat) and RSS while the waiting
+ends in the stream) and the datagrams the kernel dropped at the gateway's own UDP sockets (RTP,
+RTCP, SIP: /proc/net/udp, per socket), gateway CPU % (of one core; /proc/<pid>/stat) and RSS while the waiting
 callers are held and while the speakers are heard, ``/healthz`` round trip p95 (the HTTP API
 shares the gateway's event loop: a proxy for event-loop lag), and SIPp's own CPU (it shares the
-machine). The cost per held call is the CPU and RSS above the idle gateway, divided by N.
+machine). The cost per held call is the CPU and RSS above the idle gateway, divided by N. While
+the speakers talk, ``--flood`` INVITEs arrive at once from one untrusted source (127.0.0.2, never
+ACKing): the row's note says what they were answered (per-source admission: 503 + Retry-After
+over the INVITE rate, 486 over the per-source cap) and how fast, while the legitimate callers'
+failures are counted as before.
 
 It stops after the last level, at the first level with failed calls, or past the knee (CPU
 saturated, or p95 end of speech → decision over ``--max-p95-s``), and names the first limit
@@ -44,8 +50,6 @@ import os
 import platform
 import re
 import shutil
-import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -61,7 +65,9 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from gateway.dev.harness import RunningGateway, free_port, start_gateway  # noqa: E402
+from gateway.dev.flood import FLOOD_HOST, Flood  # noqa: E402
+from gateway.dev.harness import RunningGateway, start_gateway  # noqa: E402
+from gateway.dev.sipp import Sipp, mulaw, write_rtp_pcap  # noqa: E402
 from models.audio import float32_to_pcm16, frames_from_pcm, load_audio  # noqa: E402
 from models.vad import WebRtcVad  # noqa: E402
 
@@ -73,54 +79,12 @@ GREETING_S = 5.5  # the speakers stay silent while the greeting (4.9 s, es) play
 SPEECH_TAIL_S = 20.0  # silence after the clip: the call waits this long for its decision
 NO_INPUT_MS = 4000
 MAX_CALLS = 320
-PTIME_S = 0.020
+SATURATED = "speech recognition is saturated"  # the reason of a decision taken without Whisper (gateway/call/speech.py)
 GOALS = {"held_calls_zero_failures": 200, "speakers_at_once": 20, "p95_end_of_speech_to_decision_s": 1.5}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 # --- RTP/PCMU pcap -------------------------------------------------------------------------
-
-
-def mulaw(pcm: np.ndarray) -> bytes:
-    """G.711 µ-law of 16-bit samples (the ITU-T reference encoder)."""
-    x = pcm.astype(np.int32)
-    sign = (x < 0).astype(np.int32) << 7
-    x = np.minimum(np.where(x < 0, -x - 1, x), 32635) + 0x84
-    exponent = np.clip(np.floor(np.log2(x)).astype(np.int32) - 7, 0, 7)
-    mantissa = (x >> (exponent + 3)) & 0x0F
-    return (~(sign | (exponent << 4) | mantissa) & 0xFF).astype(np.uint8).tobytes()
-
-
-def write_rtp_pcap(path: Path, ulaw: bytes, ssrc: int) -> int:
-    """One RTP packet (PT 0, 160 samples) per 20 ms, Ethernet/IPv4/UDP, pcap timestamps 20 ms apart.
-
-    SIPp replaces the addresses and ports with the call's and sends at the pcap's pace. Returns packets.
-    """
-    step = 160
-    ulaw = ulaw + b"\xff" * (-len(ulaw) % step)
-    with path.open("wb") as out:
-        out.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))  # LINKTYPE_ETHERNET
-        count = len(ulaw) // step
-        for n in range(count):
-            rtp = struct.pack("!BBHII", 0x80, 0x80 if n == 0 else 0, n & 0xFFFF, (n * step) & 0xFFFFFFFF, ssrc)
-            udp_payload = rtp + ulaw[n * step:(n + 1) * step]
-            udp = struct.pack("!HHHH", 40000, 40000, 8 + len(udp_payload), 0) + udp_payload
-            ip_header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), n & 0xFFFF, 0, 64, 17, 0,
-                                    socket.inet_aton("127.0.0.1"), socket.inet_aton("127.0.0.1"))
-            checksum = _ip_checksum(ip_header)
-            ip_header = ip_header[:10] + struct.pack("!H", checksum) + ip_header[12:]
-            frame = b"\x00" * 12 + b"\x08\x00" + ip_header + udp
-            micros = round(n * PTIME_S * 1e6)
-            out.write(struct.pack("<IIII", micros // 1_000_000, micros % 1_000_000, len(frame), len(frame)))
-            out.write(frame)
-    return count
-
-
-def _ip_checksum(header: bytes) -> int:
-    total = sum(struct.unpack("!10H", header))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 def read_wav_8k(path: Path) -> np.ndarray:
@@ -156,185 +120,6 @@ def build_media(workdir: Path, hold_s: float) -> tuple[Path, list[dict]]:
     if not clips:
         raise SystemExit(f"no speech clips under {SOUNDS} (Debian asterisk-core-sounds-es-wav)")
     return silence, clips
-
-
-# --- SIPp ----------------------------------------------------------------------------------
-
-_FROM = "<sip:+52[field0]@[local_ip]:[local_port]>;tag=[pid]T[call_number]"
-_TO = f"<sip:{EXTENSION}@[remote_ip]:[remote_port]>"
-
-
-def scenario(tag: str, pcap: Path, hang_up_after_ms: int) -> str:
-    """UAC: INVITE (PCMU only), ACK, play the pcap, then either answer the gateway's BYE or send ours."""
-    headers = (f"From: {_FROM}\n      To: {_TO}[peer_tag_param]\n      Call-ID: [call_id]\n"
-               f"      Contact: <sip:+52[field0]@[local_ip]:[local_port]>\n      Max-Forwards: 70")
-    via = "Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]"
-    ruri = f"sip:{EXTENSION}@[remote_ip]:[remote_port]"
-    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="puente-capacity-{tag}">
-  <send retrans="500">
-    <![CDATA[
-
-      INVITE {ruri} SIP/2.0
-      {via}
-      From: {_FROM}
-      To: {_TO}
-      Call-ID: [call_id]
-      CSeq: 1 INVITE
-      Contact: <sip:+52[field0]@[local_ip]:[local_port]>
-      Max-Forwards: 70
-      User-Agent: puente-capacity
-      Content-Type: application/sdp
-      Content-Length: [len]
-
-      v=0
-      o=- [pid][call_number] 1 IN IP[local_ip_type] [local_ip]
-      s=-
-      c=IN IP[media_ip_type] [media_ip]
-      t=0 0
-      m=audio [media_port] RTP/AVP 0
-      a=rtpmap:0 PCMU/8000
-      a=ptime:20
-      a=sendrecv
-
-    ]]>
-  </send>
-  <recv response="100" optional="true"/>
-  <recv response="180" optional="true"/>
-  <recv response="183" optional="true"/>
-  <recv response="200" rtd="true"/>
-  <send>
-    <![CDATA[
-
-      ACK {ruri} SIP/2.0
-      {via}
-      {headers}
-      CSeq: 1 ACK
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <nop><action><exec play_pcap_audio="{pcap}"/></action></nop>
-  <recv request="BYE" timeout="{hang_up_after_ms}" ontimeout="1"/>
-  <send next="2">
-    <![CDATA[
-
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <label id="1"/>
-  <send retrans="500">
-    <![CDATA[
-
-      BYE {ruri} SIP/2.0
-      {via}
-      {headers}
-      CSeq: 2 BYE
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <recv response="200" crlf="true"/>
-  <label id="2"/>
-</scenario>
-"""
-
-
-_next_port = [61000]
-
-
-def port_block() -> tuple[int, int]:
-    """A SIP port and a media port for one SIPp, with the media port's neighbours free too (SIPp binds
-    audio RTP/RTCP at ``-mp`` and video at ``-mp``+2): a range above the kernel's ephemeral ports and the
-    gateway's RTP ports, handed out once per run."""
-    while _next_port[0] < 65000:
-        base = _next_port[0]
-        _next_port[0] += 6
-        if all(_port_free(base + k) for k in range(6)):
-            return base + 5, base
-    return free_port(), free_port() // 2 * 2
-
-
-def _port_free(port: int) -> bool:
-    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
-        with socket.socket(socket.AF_INET, kind) as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                return False
-    return True
-
-
-class Sipp:
-    """One SIPp process placing ``calls`` calls at ``rate`` per second, each up ``hang_up_after_s``."""
-
-    def __init__(self, workdir: Path, gateway: RunningGateway, tag: str, pcap: Path, calls: int, rate: float,
-                 hang_up_after_s: float, number_prefix: str) -> None:
-        self.tag, self.calls = tag, calls
-        self.expected_speech_end_ms: int | None = None  # speakers: where the clip's speech ends in the stream
-        self.dir = workdir / tag
-        self.dir.mkdir(parents=True, exist_ok=True)
-        xml = self.dir / "scenario.xml"
-        xml.write_text(scenario(tag, pcap, round(hang_up_after_s * 1000)))
-        numbers = self.dir / "numbers.csv"
-        numbers.write_text("SEQUENTIAL\n" + "".join(f"{number_prefix}{i:05d};\n" for i in range(calls)))
-        self.stat = self.dir / "stat.csv"
-        self.errors = self.dir / "errors.log"
-        self.budget_s = calls / rate + hang_up_after_s + 30
-        sip_port, media_port = port_block()
-        cmd = ["sipp", "-sf", str(xml), "-inf", str(numbers), "-i", "127.0.0.1", "-mi", "127.0.0.1",
-               "-p", str(sip_port), "-mp", str(media_port), "-m", str(calls), "-l", str(calls),
-               "-cid_str", f"{tag}-%u-%p@%s", "-r", f"{rate:.3f}", "-rp", "1000", "-timeout", f"{self.budget_s:.0f}", "-nostdin", "-aa",
-               "-trace_stat", "-stf", str(self.stat), "-fd", "1", "-trace_err", "-error_file", str(self.errors),
-               f"127.0.0.1:{gateway.sip_port}"]
-        self.started = time.monotonic()
-        self.proc = subprocess.Popen(cmd, cwd=self.dir, stdout=(self.dir / "screen.txt").open("w"),
-                                     stderr=subprocess.STDOUT)
-
-    def wait(self) -> int:
-        try:
-            return self.proc.wait(max(1.0, self.budget_s + 15 - (time.monotonic() - self.started)))
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-    def counts(self) -> dict:
-        """SIPp's cumulative counters (its last statistics line) and the SIP codes of failed calls."""
-        out: dict = {"offered": self.calls, "exit": self.proc.poll()}
-        lines = self.stat.read_text(errors="replace").splitlines() if self.stat.exists() else []
-        if len(lines) >= 2:
-            row = dict(zip(lines[0].split(";"), lines[-1].split(";"), strict=False))
-            for key, name in (("OutgoingCall(C)", "placed"), ("SuccessfulCall(C)", "successful"),
-                              ("FailedCall(C)", "failed"), ("FailedMaxUDPRetrans(C)", "udp_retrans"),
-                              ("FailedUnexpectedMessage(C)", "unexpected"), ("FailedCallRejected(C)", "rejected"),
-                              ("FailedCmdNotSent(C)", "not_sent"), ("FailedRegexpDoesntMatch(C)", "regexp"),
-                              ("FailedOutboundCongestion(C)", "congestion"), ("FailedTimeoutOnRecv(C)", "recv_timeout")):
-                if key in row and row[key].strip().isdigit():
-                    out[name] = int(row[key])
-        codes: dict[str, int] = {}
-        if self.errors.exists():
-            text = self.errors.read_text(errors="replace")
-            for match in re.finditer(r"received '?SIP/2\.0 (\d{3})", text):
-                codes[match.group(1)] = codes.get(match.group(1), 0) + 1
-            retrans = len(re.findall(r"Max UDP retransmission", text, re.IGNORECASE))
-            if retrans:
-                codes["no answer (UDP retrans)"] = retrans
-        if out.get("placed", 0) < self.calls:
-            codes["not placed (SIPp error, see its screen)"] = self.calls - out.get("placed", 0)
-        out["failure_codes"] = codes
-        return out
 
 
 def wait_all(sipps: list[Sipp], gateway: RunningGateway) -> None:
@@ -376,14 +161,37 @@ def proc_rss_mb(pid: int) -> float | None:
     return None
 
 
+def udp_drops(pid: int) -> dict[int, int]:
+    """Datagrams the kernel dropped at each of the process's UDP sockets (RTP, RTCP, SIP) because
+    its receive buffer was full: socket inode → the ``drops`` column of /proc/net/udp{,6}."""
+    inodes = set()
+    try:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            target = os.readlink(fd) if fd.is_symlink() else ""
+            if target.startswith("socket:["):
+                inodes.add(int(target[8:-1]))
+    except (FileNotFoundError, ProcessLookupError):
+        return {}
+    drops = {}
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            cols = line.split()
+            if len(cols) >= 13 and int(cols[9]) in inodes:
+                drops[int(cols[9])] = int(cols[12])
+    return drops
+
+
 class Sampler(threading.Thread):
-    """Every 0.5 s: the gateway's CPU seconds and RSS, ``/healthz`` round trip and ``active_calls``."""
+    """Every 0.5 s: the gateway's CPU seconds and RSS, ``/healthz`` round trip and ``active_calls``,
+    and the kernel's drops at the gateway's UDP sockets (kept per socket: a call's RTP socket
+    closes with the call, and its count with it)."""
 
     def __init__(self, gateway: RunningGateway) -> None:
         super().__init__(daemon=True)
         self.gateway, self.pid = gateway, gateway.process.pid
         self.samples: list[dict] = []
         self.watched: dict[int, float] = {}  # SIPp pids → their last CPU seconds seen
+        self._drops: dict[int, int] = {}  # the gateway's UDP socket inode → drops seen there
         self._halt = threading.Event()
 
     def run(self) -> None:
@@ -401,8 +209,10 @@ class Sampler(threading.Thread):
                     cpu = proc_cpu_s(pid)
                     if cpu is not None:
                         self.watched[pid] = cpu
+                self._drops.update(udp_drops(self.pid))
                 self.samples.append({"t": t, "cpu_s": proc_cpu_s(self.pid), "rss_mb": proc_rss_mb(self.pid),
-                                     "machine_busy_s": machine_busy_s(), "healthz_ms": rtt, "active": active})
+                                     "machine_busy_s": machine_busy_s(), "healthz_ms": rtt, "active": active,
+                                     "udp_drops": sum(self._drops.values())})
                 self._halt.wait(max(0.0, 0.5 - (time.monotonic() - t)))
 
     def stop(self) -> None:
@@ -423,6 +233,8 @@ class Sampler(threading.Thread):
             out["healthz_p95_ms"] = round(float(np.percentile(rtts, 95)), 1)
         actives = [s["active"] for s in inside if s["active"] is not None]
         out["max_active"] = max(actives) if actives else None
+        if len(inside) >= 2:
+            out["udp_drops"] = inside[-1]["udp_drops"] - inside[0]["udp_drops"]
         return out
 
     def wait_active(self, predicate, timeout: float) -> bool:
@@ -475,12 +287,13 @@ def pct(values: list[float], q: float) -> float | None:
 
 def summarize_speakers(recs: list[dict], expected_end_ms: dict[str, int]) -> dict:
     e2d, asr, wait, endpointing, ratios, routes = [], [], [], [], [], {}
-    undecided = 0
+    undecided = saturated = 0
     for rec in recs:
-        decided = [d for d in rec["decisions"] if d.get("utterance_seq") and d["timings"].get("end_of_speech_to_decision_ms")]
+        decided = [d for d in rec["decisions"] if d["timings"].get("end_of_speech_to_decision_ms") is not None]
         if not decided:
             undecided += 1
         for d in decided[:1]:
+            saturated += d["reason"].startswith(SATURATED)
             t = d["timings"]
             e2d.append(t["end_of_speech_to_decision_ms"])
             asr.append(t.get("transcription_ms", 0.0))
@@ -493,6 +306,7 @@ def summarize_speakers(recs: list[dict], expected_end_ms: dict[str, int]) -> dic
             ratios.append(rec["utterances"][0]["speech_end_ms"] / expected_end_ms[tag])
     return {
         "calls": len(recs), "decided": len(e2d), "undecided": undecided, "routes": routes,
+        "asr_saturated": saturated,  # decided without Whisper: it was too far behind (asr.max_wait_s)
         "end_of_speech_to_decision_ms": {"p50": pct(e2d, 50), "p95": pct(e2d, 95), "max": pct(e2d, 100)},
         "transcription_ms": {"p50": pct(asr, 50), "p95": pct(asr, 95)},
         "endpointing_ms": {"p50": pct(endpointing, 50), "p95": pct(endpointing, 95)},
@@ -533,7 +347,8 @@ def run_level(index: int, level: int, args: argparse.Namespace, gateway: Running
 
     before = sampler.window(time.monotonic() - 3, time.monotonic())  # RSS left by the levels before
     t0 = time.monotonic()
-    waiters = Sipp(workdir / f"L{level}", gateway, f"w{level}", silence, waiting, args.cps, hold_s, f"551{index % 10}0")
+    waiters = Sipp(workdir / f"L{level}", gateway.sip_port, f"w{level}", silence, waiting, args.cps, hold_s,
+                   f"551{index % 10}0", EXTENSION)
     sampler.watched[waiters.proc.pid] = 0.0
     all_up = sampler.wait_active(lambda n: n >= waiting, ramp_s + 20)
     time.sleep(args.settle)
@@ -544,11 +359,12 @@ def run_level(index: int, level: int, args: argparse.Namespace, gateway: Running
     for i, clip in enumerate(clips if gateway.process.poll() is None else []):
         share = speakers // len(clips) + (1 if i < speakers % len(clips) else 0)
         if share:
-            talker = Sipp(workdir / f"L{level}", gateway, f"s{level}c{i}", clip["pcap"], share,
-                          max(share / args.speech_window, 0.2), clip["call_s"], f"551{index % 10}{i + 1}")
+            talker = Sipp(workdir / f"L{level}", gateway.sip_port, f"s{level}c{i}", clip["pcap"], share,
+                          max(share / args.speech_window, 0.2), clip["call_s"], f"551{index % 10}{i + 1}", EXTENSION)
             talker.expected_speech_end_ms = clip["expected_speech_end_ms"]
             sampler.watched[talker.proc.pid] = 0.0
             talkers.append(talker)
+    flood = flood_during_speech(gateway, args.flood) if args.flood and gateway.process.poll() is None else None
     if talkers:
         wait_all(talkers, gateway)
     t_speech_end = time.monotonic()
@@ -591,9 +407,11 @@ def run_level(index: int, level: int, args: argparse.Namespace, gateway: Running
         "level": level, "waiting": waiting, "speakers": speakers, "all_waiting_up": all_up,
         "offered": offered, "answered": len({r["sip_call_id"] for r in recs}), "successful": successful, "failed": failed, "failure_codes": codes,
         "held_max": whole.get("max_active"), "hold_window": hold, "speech_window": speech,
+        "gateway_udp_drops": whole.get("udp_drops"),  # datagrams the kernel dropped at the gateway's sockets
         "rss_before_mb": before.get("rss_mb"), "per_held_call": per_call, "speaking": speak, "waiting_callers": wait,
         "sipp": sipp_counts, "sipp_cpu_pct": round(100 * sipp_cpu_s / max(1e-9, t_end - t0), 1),
         "seconds": round(t_end - t0, 1),
+        "flood": flood,
     }
     if crashed is not None:
         row["gateway_exit"] = crashed
@@ -609,10 +427,34 @@ def run_level(index: int, level: int, args: argparse.Namespace, gateway: Running
     return row
 
 
+def flood_during_speech(gateway: RunningGateway, count: int) -> dict:
+    """``count`` INVITEs at once from one untrusted source (FLOOD_HOST, never ACKing), while the
+    level's callers speak: what it was answered, how fast the refusals came, and what the gateway
+    counted (``/healthz`` ``sip.invites``)."""
+    before = gateway.get("/healthz")["sip"]["invites"]
+    flood = Flood(gateway.sip_port)
+    try:
+        for _ in range(count):
+            flood.invite()
+        flood.collect(time.monotonic() + 5.0, want=count)
+    finally:
+        flood.close()
+    after = gateway.get("/healthz")["sip"]["invites"]
+    codes: dict[str, int] = {}
+    for answer in flood.finals.values():
+        codes[str(answer.code)] = codes.get(str(answer.code), 0) + 1
+    refusal_ms = [1000 * (a.at - a.sent_at) for a in flood.finals.values() if a.code >= 400]
+    return {
+        "source": FLOOD_HOST, "invites": count, "answered": len(flood.finals), "codes": codes,
+        "refusal_ms": {"p50": pct(refusal_ms, 50), "p95": pct(refusal_ms, 95), "max": pct(refusal_ms, 100)},
+        "gateway_counted": {k: after[k] - before[k] for k in after},
+    }
+
+
 # --- report ---------------------------------------------------------------------------------
 
 HEADER = (f"{'calls':>5} {'offer':>5} {'answ':>5} {'fail':>4} {'held':>4} │ {'e2d p50':>7} {'p95':>6} {'asr p95':>7} "
-          f"{'wait p95':>8} {'dec':>5} │ {'frames':>6} │ {'cpu hold':>8} {'cpu talk':>8} {'rss MB':>6} "
+          f"{'wait p95':>8} {'dec':>5} {'sat':>3} │ {'frames':>6} │ {'cpu hold':>8} {'cpu talk':>8} {'rss MB':>6} "
           f"{'hz p95':>6} │ {'/call cpu%':>10} {'MB':>5} │ {'sipp%':>5} {'host%':>5}")
 
 
@@ -626,13 +468,20 @@ def print_row(row: dict) -> None:
     frames = w["frames_vs_wall_between_no_inputs"]["min"]
     print(f"{row['level']:>5} {row['offered']:>5} {row['answered']:>5} {row['failed']:>4} {_f(row['held_max'], 'd', 4)} │ "
           f"{_f(e2d['p50'], '.0f', 7)} {_f(e2d['p95'], '.0f', 6)} {_f(s['transcription_ms']['p95'], '.0f', 7)} "
-          f"{_f(s['wait_ms']['p95'], '.0f', 8)} {s['decided']:>2}/{s['calls']:<2} │ {_f(frames, '.3f', 6)} │ "
+          f"{_f(s['wait_ms']['p95'], '.0f', 8)} {s['decided']:>2}/{s['calls']:<2} {s['asr_saturated']:>3} │ {_f(frames, '.3f', 6)} │ "
           f"{_f(row['hold_window'].get('cpu_pct'), '.0f', 8)} {_f(row['speech_window'].get('cpu_pct'), '.0f', 8)} "
           f"{_f(row['hold_window'].get('rss_mb'), '.0f', 6)} {_f(row['speech_window'].get('healthz_p95_ms'), '.0f', 6)} │ "
           f"{_f(row['per_held_call'].get('cpu_pct'), '.2f', 10)} {_f(row['per_held_call'].get('rss_mb'), '.2f', 5)} │ "
           f"{row['sipp_cpu_pct']:>5.0f} {_f(row['speech_window'].get('machine_cpu_pct'), '.0f', 5)}", flush=True)
+    print(f"      the kernel dropped {row['gateway_udp_drops']} datagrams at the gateway's UDP sockets (RTP, RTCP, SIP) "
+          f"during the level")
     if row["failure_codes"]:
         print(f"      failures: {row['failure_codes']}")
+    if row.get("flood"):
+        f = row["flood"]
+        print(f"      flood from {f['source']} during the speech: {f['invites']} INVITEs → {f['codes']} "
+              f"({f['invites'] - f['answered']} unanswered; refusals p50 {_f(f['refusal_ms']['p50'], '.0f', 0)} ms, "
+              f"p95 {_f(f['refusal_ms']['p95'], '.0f', 0)} ms); the legitimate callers above: {row['failed']} failed")
 
 
 def should_stop(row: dict, args: argparse.Namespace, cores: int) -> str | None:
@@ -679,6 +528,9 @@ def knee(rows: list[dict], args: argparse.Namespace, cores: int) -> dict:
                 f"it shares 2 cores with the held calls' media and SIPp), ASR queue/loop wait p95 {s['wait_ms']['p95']:.0f} ms")
         if row["speaking"]["undecided"]:
             reasons.append(f"{row['speaking']['undecided']} speaking callers got no decision before hanging up")
+        if row["speaking"]["asr_saturated"]:
+            reasons.append(f"Whisper's wait bound (asr.max_wait_s {args.max_wait_s:g}): {row['speaking']['asr_saturated']} "
+                           f"of {row['speaking']['calls']} speaking callers were routed to voice without a transcript")
         hz = row["speech_window"].get("healthz_p95_ms")
         if hz is not None and hz > 250:
             reasons.append(f"event loop: /healthz p95 {hz:.0f} ms")
@@ -725,6 +577,10 @@ def main() -> int:
     parser.add_argument("--stop-p95-s", type=float, default=3.0,
                         help="the ramp stops after a level with failed calls, a saturated CPU or a p95 over this")
     parser.add_argument("--max-minutes", type=float, default=9.0, help="no new level starts after this")
+    parser.add_argument("--flood", type=int, default=200,
+                        help="INVITEs sent at once from one untrusted source (127.0.0.2) during each level's speech; 0: none")
+    parser.add_argument("--max-wait-s", type=float, default=3.0,
+                        help="the gateway's asr.max_wait_s: an utterance expected to wait longer for Whisper takes the voice route")
     parser.add_argument("--all-levels", action="store_true", help="run every level even past the knee")
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--keep", type=Path, help="keep SIPp's files, the pcaps and the gateway's log in this directory")
@@ -747,6 +603,7 @@ def main() -> int:
         gateway = start_gateway(
             workdir, sip={"max_calls": MAX_CALLS}, routing={"hold_timeout_s": 3600},
             endpointing={"no_input_ms": NO_INPUT_MS}, whatsapp={"consent": {"required": False}},
+            asr={"max_wait_s": args.max_wait_s},
         )
         sampler = Sampler(gateway)
         sampler.start()
@@ -755,8 +612,8 @@ def main() -> int:
             health = gateway.get("/healthz")
             # One speaking call first: Whisper's first utterance allocates its buffers (RSS) and is slow.
             shortest = min(clips, key=lambda c: c["clip_s"])
-            warm = Sipp(workdir / "warm-up", gateway, "warm", shortest["pcap"], 1, 1.0,
-                        GREETING_S + shortest["clip_s"] + 4, "5519999")
+            warm = Sipp(workdir / "warm-up", gateway.sip_port, "warm", shortest["pcap"], 1, 1.0,
+                        GREETING_S + shortest["clip_s"] + 4, "5519999", EXTENSION)
             warm.wait()
             sampler.wait_active(lambda n: n == 0, 15)
             time.sleep(6)

@@ -127,6 +127,10 @@ class SipSettings(_Section):
     max_calls: int = _part_field(SipConfig, "max_calls", ge=1, description="Calls held at once.")
     user_agent: str = _part_field(SipConfig, "user_agent", min_length=1, description="User-Agent/Server header of our SIP messages.")
     log_level: int = _part_field(SipConfig, "log_level", ge=0, le=6, description="pjsua2 log verbosity.")
+    media_quality: int = _part_field(
+        SipConfig, "media_quality", ge=1, le=10,
+        description="pjmedia quality 1-10: 3-4 resample with the small filter (cheap: a held call's main cost), 5+ the large one.",
+    )
 
 
 class HttpSettings(_Section):
@@ -154,6 +158,12 @@ class AsrSettings(_Section):
     cpu_threads: int = _part_field(TranscriberConfig, "cpu_threads", ge=0, description="Threads per worker; 0: the cores divided among the workers.")
     # The YAML key predates the part's name for it (num_workers); transcriber_config maps it.
     workers: int = _part_field(TranscriberConfig, "num_workers", ge=1, description="Utterances transcribed at once (one shared model).")
+    # The gateway's, not the transcriber's: how long a caller may wait for Whisper behind others.
+    max_wait_s: float | None = Field(
+        3.0, ge=0,
+        description="An utterance that would wait longer than this for a free worker (at the recent time per utterance) "
+        "is not queued: its call takes the voice route at once. null: no bound.",
+    )
     beam_size: int = _part_field(TranscriberConfig, "beam_size", ge=1, description="1 (greedy) is ~2x cheaper than 5, as accurate on short utterances.")
     window_padding_s: float = _part_field(
         TranscriberConfig, "window_padding_s", ge=0, description="Silence appended after the utterance before encoding."
@@ -478,7 +488,7 @@ class Settings(_Section):
 
     def transcriber_config(self) -> TranscriberConfig:
         return TranscriberConfig(
-            **self.asr.model_dump(exclude={"workers"}),
+            **self.asr.model_dump(exclude={"workers", "max_wait_s"}),
             num_workers=self.asr.workers,  # YAML key kept from before the part's name
             languages=self.languages,  # callers may speak what their lines allow, nothing else
         )

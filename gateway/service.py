@@ -10,16 +10,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.call.numbers import caller_number
 from gateway.call.prompts import PromptLibrary
 from gateway.call.routing import RoutingPolicy
 from gateway.call.session import CallSession, FrameIn, SessionDeps
 from gateway.call.speech import SpeechPipeline
 from gateway.config import Settings
 from gateway.flows import FlowEngine
+from gateway.numbers import caller_number
 from gateway.store import Store
 from gateway.whatsapp import WhatsAppChannel, build_whatsapp, local_base
 from models import AudioFrame, Endpointer, Transcriber, WebRtcVad
@@ -60,6 +62,7 @@ class Gateway:
         self.sessions: dict[str, CallSession] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._inbox: LoopInbox | None = None
         self.store: Store | None = None
         self.speech: SpeechPipeline | None = None
         self.sip: SipEndpoint | None = None
@@ -78,6 +81,7 @@ class Gateway:
         """Open everything, or fail with a clear error before taking any call."""
         s = self.settings
         self._loop = asyncio.get_running_loop()
+        self._inbox = LoopInbox(self._loop)
         self._prompts = PromptLibrary(s.languages, s.prompts_dir)
         self.store = Store(s.database.url)
         closed = await self.store.calls.close_interrupted("gateway restarted while the call was up")
@@ -91,7 +95,7 @@ class Gateway:
         transcriber, classifier = await asyncio.gather(
             asyncio.to_thread(build_transcriber, s), asyncio.to_thread(load_classifier, s)
         )
-        self.speech = SpeechPipeline(transcriber, classifier, workers=s.asr.workers)
+        self.speech = SpeechPipeline(transcriber, classifier, workers=s.asr.workers, max_wait_s=s.asr.max_wait_s)
         # What this node can hold: Puente's own pjsua2 build, or the PyPI wheel capped at 4 calls.
         self.pjsua2 = await asyncio.to_thread(pjsua2_build)
         if self.pjsua2.warning():
@@ -122,13 +126,13 @@ class Gateway:
     # --- sip.CallHandler (SIP thread) --------------------------------------------------
 
     def on_incoming(self, call: IncomingCall) -> None:
-        self._loop.call_soon_threadsafe(self._open_session, call)
+        self._inbox.post(self._open_session, call)
 
     def on_frame(self, call_id: str, frame: AudioFrame) -> None:
-        self._loop.call_soon_threadsafe(self._deliver, call_id, FrameIn(frame, time.monotonic()))
+        self._inbox.post(self._deliver, call_id, FrameIn(frame, time.monotonic()))
 
     def on_event(self, event: CallEvent) -> None:
-        self._loop.call_soon_threadsafe(self._deliver, event.call_id, event)
+        self._inbox.post(self._deliver, event.call_id, event)
 
     # --- event loop ----------------------------------------------------------------------
 
@@ -193,8 +197,15 @@ class Gateway:
                 # Calls this node answers at once: the configured limit, or the pjsua2 build's if lower.
                 "max_calls": min(self.settings.sip.max_calls, self.pjsua2.max_calls) if self.pjsua2 else None,
                 "pjsua2": self.pjsua2.as_dict() if self.pjsua2 else None,
+                "invites": self.sip.invites if self.sip else None,
+                "frames_dropped": self.sip.frames_dropped if self.sip else None,
             },
-            "asr": {"model": self.speech.asr_model if self.speech else None},
+            "asr": {
+                "model": self.speech.asr_model if self.speech else None,
+                "backlog": self.speech.backlog if self.speech else None,
+                "expected_wait_s": round(self.speech.expected_wait_s, 2) if self.speech else None,
+                "max_wait_s": self.settings.asr.max_wait_s,
+            },
             "nlu": {"version": self.speech.nlu_version if self.speech else None},
             "database": {
                 "url": self.store.database.display_url if self.store else None,
@@ -204,3 +215,35 @@ class Gateway:
             "uptime_s": round(time.time() - self.started_at, 1) if self.started_at else None,
         }
 
+
+class LoopInbox:
+    """Hands work from other threads to the event loop in order, one wake-up per batch.
+
+    Fifty frames a second per call, each its own ``call_soon_threadsafe``, would wake the loop
+    (a write to its self-pipe) thousands of times a second; here a burst of frames and events from
+    one tap drain costs one wake-up, and everything posted, from any thread, runs in the order it
+    was posted: a call's session is opened before its first event is delivered.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._items: deque[tuple[Callable[..., None], tuple[object, ...]]] = deque()
+        self._scheduled = False
+
+    def post(self, fn: Callable[..., None], *args: object) -> None:
+        """Run ``fn(*args)`` on the loop; thread-safe."""
+        self._items.append((fn, args))
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon_threadsafe(self._run)
+
+    def _run(self) -> None:
+        # Cleared before emptying: an item posted while this runs either is taken here or
+        # schedules the next run itself.
+        self._scheduled = False
+        while self._items:
+            fn, args = self._items.popleft()
+            try:
+                fn(*args)
+            except Exception:  # one call's failure must not strand the others' frames
+                log.exception("gateway: %r failed on the event loop", fn)

@@ -142,6 +142,7 @@ class Endpointer:
         self._last_index: int | None = None
         # Waiting for speech: the recent frames (pre-roll + start window) and their VAD votes.
         self._recent: deque[tuple[AudioFrame, bool]] = deque()
+        self._voiced_recently: deque[int] = deque()  # indices of the voiced frames in _recent's start window
         # Inside an utterance:
         self._speaking = False
         self._pcm: list[bytes] = []
@@ -206,10 +207,19 @@ class Endpointer:
     def _check_start(self, frame: AudioFrame, voiced: bool) -> SpeechStarted | None:
         cfg = self._turn_config
         pre_roll_frames = math.ceil(cfg.pre_roll_ms / FRAME_MS)
+        window_frames = cfg.start_window_frames
         self._recent.append((frame, voiced))
-        while len(self._recent) > pre_roll_frames + cfg.start_window_frames:
+        while len(self._recent) > pre_roll_frames + window_frames:
             self._recent.popleft()
-        window = list(self._recent)[-cfg.start_window_frames :]
+        # The voiced frames of the window, kept as it slides: most frames (silence, or a caller on
+        # hold) are settled by this count alone, without building the window below.
+        if voiced:
+            self._voiced_recently.append(frame.index)
+        while self._voiced_recently and frame.index - self._voiced_recently[0] >= window_frames:
+            self._voiced_recently.popleft()
+        if len(self._voiced_recently) < cfg.start_voiced_frames:
+            return None
+        window = list(self._recent)[-window_frames:]
         # Only frames that are contiguous with this one count (a gap resets the window).
         window = [(f, v) for f, v in window if frame.index - f.index < cfg.start_window_frames]
         if sum(v for _, v in window) < cfg.start_voiced_frames:
@@ -230,6 +240,7 @@ class Endpointer:
             self._pcm.append(f.pcm)
             expected = f.index + 1
         self._recent.clear()
+        self._voiced_recently.clear()
         return SpeechStarted(start_ms=onset.start_ms)
 
     def _check_end(self, frame: AudioFrame) -> UtteranceEnded | None:
@@ -259,3 +270,4 @@ class Endpointer:
         self._speaking = False
         self._pcm = []
         self._recent.clear()
+        self._voiced_recently.clear()

@@ -23,8 +23,9 @@ import pjsua2 as pj
 
 from models.audio import FRAME_MS, AudioFrame
 from sip.codecs import apply_codec_priorities, available_codecs
+from sip.config import SipConfig
 from sip.errors import SipNotRunningError, SipStartError
-from sip.media import FrameSink, Player, WavCache
+from sip.media import Player, WavCache
 from sip.message import app_headers, parse_headers
 from sip.runtime import SipThread, base_config, describe, weakly
 from sip.security import apply_srtp, srtp_suite, tls_config
@@ -140,7 +141,7 @@ class _Leg(pj.Call):
         self._on_transfer = on_transfer
         self.ended = False
         self._audio: pj.AudioMedia | None = None
-        self._sink: FrameSink | None = None
+        self._sink: pj.AudioMedia | None = None  # the far end's audio (SipThread.taps)
         self._players: list[Player] = []
         self._confirmed_at: float | None = None
         self._hangup_cause: Literal["local", "timeout"] | None = None
@@ -161,6 +162,8 @@ class _Leg(pj.Call):
     def detach_media(self) -> tuple[object, ...]:
         """Stop speaking and hand over the media objects for ``SipThread.retire``."""
         self._stop_speaking()
+        if self._sink is not None:
+            self._sip.taps.close(self._sink)
         objects = (self._sink, *self._players)
         self._sink, self._audio, self._players = None, None, []
         return objects
@@ -218,7 +221,7 @@ class _Leg(pj.Call):
     def _schedule(self) -> None:
         script = self.attempt.script
         if script.reply_wav is not None or script.reply_dtmf:
-            # The cue fires on the media thread: hop to the SIP thread, then wait there.
+            # The cue fires from a frame callback (maybe the media thread): hop to the SIP thread, then wait there.
             sip, reply, delay = self._sip, weakly(self._reply), script.reply_after_s
             self._reply_cue.fire = lambda: sip.submit(lambda: sip.call_later(delay, reply))
         if self.attempt.wav is not None:
@@ -269,8 +272,8 @@ class _Leg(pj.Call):
             if media.type == pj.PJMEDIA_TYPE_AUDIO and media.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
                 self._audio = self.getAudioMedia(media.index)
                 if self._sink is None:
-                    self._sink = FrameSink(functools.partial(_on_far_end_frame, self._audible, self._reply_cue))
-                    self._sink.create("caller-rx")
+                    self._sink = self._sip.taps.open(
+                        "caller-rx", functools.partial(_on_far_end_frame, self._audible, self._reply_cue))
                 self._audio.startTransmit(self._sink)
                 if not self.transferred:
                     stream = self.getStreamInfo(media.index)
@@ -327,7 +330,7 @@ class _ReplyCue:
 
 
 def _on_far_end_frame(counter: _Counter, cue: _ReplyCue, frame: AudioFrame) -> None:
-    # Media thread: no reference to the leg, only to its counter and cue.
+    # The tap drain (or the media thread): no reference to the leg, only to its counter and cue.
     audible = _rms(frame.pcm) > _AUDIBLE_RMS
     if audible:
         counter.value += 1
@@ -471,7 +474,7 @@ class SipCaller:
 
     def setup(self, ep: pj.Endpoint) -> None:
         cfg, self._log_writer = base_config(max_calls=self._max_calls, user_agent="Puente-Caller",
-                                            log_level=self._log_level)
+                                            log_level=self._log_level, media_quality=SipConfig.media_quality)
         ep.libInit(cfg)
         ep.audDevManager().setNullDev()
         self._port = self._listen_udp_and_tcp(ep)

@@ -43,6 +43,7 @@ try:
     found["module"] = pj.__file__
     found["max_calls"] = pj.UaConfig().maxCalls
     found["max_conf_ports"] = pj.MediaConfig().maxMediaPorts
+    found["frame_tap"] = hasattr(pj, "FrameTap")
     ep = pj.Endpoint()
     ep.libCreate()
     cfg = pj.EpConfig()
@@ -91,6 +92,9 @@ class PjsuaBuild:
     opus: bool
     tls: bool  # SSL sockets compiled in and a SIP TLS listener could be created
     srtp: bool
+    # Puente's FrameTap (scripts/pjsua2/frame_tap.hpp) is compiled in: call audio is collected in
+    # batches; without it every frame is a Python callback on the media clock thread.
+    frame_tap: bool = False
     codecs: tuple[str, ...] = ()
     openssl: str | None = None  # the OpenSSL version pjlib was compiled against
     pjsip_version: str | None = None
@@ -120,7 +124,8 @@ class PjsuaBuild:
         if self.error:
             return f"{who}: {self.max_calls} calls per process; probe failed: {self.error}"
         flags = ", ".join(f"{name} {'yes' if on else 'no'}"
-                          for name, on in (("opus", self.opus), ("TLS", self.tls), ("SRTP", self.srtp)))
+                          for name, on in (("opus", self.opus), ("TLS", self.tls), ("SRTP", self.srtp),
+                                           ("frame tap", self.frame_tap)))
         return (f"{who}: {self.max_calls} calls per process, {self.max_conf_ports} bridge slots, "
                 f"{self.ioqueue} ioqueue, {flags}" + (f" (OpenSSL {self.openssl})" if self.openssl else ""))
 
@@ -233,6 +238,7 @@ def _probe(timeout: float) -> PjsuaBuild:
         opus=any(c.lower().startswith("opus/") for c in codecs),
         tls=bool(found.get("tls")),
         srtp=bool(found.get("srtp_cryptos")),
+        frame_tap=bool(found.get("frame_tap")),
         codecs=codecs,
         openssl=_openssl_version(found.get("openssl_number")),
         pjsip_version=found.get("pjsip_version"),
@@ -257,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Report the installed pjsua2 build's limits and features.")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--expect-calls", type=int, help="fail unless the build allows exactly this many calls")
-    parser.add_argument("--expect-full", action="store_true", help="fail unless it has epoll, opus, TLS and SRTP")
+    parser.add_argument("--expect-full", action="store_true", help="fail unless it has epoll, opus, TLS, SRTP and the frame tap")
     args = parser.parse_args(argv)
     build = pjsua2_build()
     print(json.dumps(build.as_dict(), indent=1) if args.json else build.summary())
@@ -268,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         problems.append(f"{build.max_calls} calls per process, expected {args.expect_calls}")
     if args.expect_full:
         problems += [f"no {name}" for name, on in (("opus", build.opus), ("TLS", build.tls), ("SRTP", build.srtp),
+                                                   ("frame tap", build.frame_tap),
                                                    ("epoll ioqueue", build.ioqueue == "epoll")) if not on]
     for problem in problems:
         print(f"pjsua2 build: {problem}", file=sys.stderr)

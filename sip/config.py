@@ -68,6 +68,11 @@ class SipConfig:
     max_calls: int = 32
     user_agent: str = "Puente"
     log_level: int = 0
+    # pjmedia's quality, 1-10 (pjsua's own default is 8): 5 and up resample with the large filter,
+    # 3-4 with the small one, below 3 linearly; it also sets encoder complexity. Every G.711 call
+    # is resampled at the bridge (8 kHz <-> 16 kHz) both ways, and with the large filter that was
+    # most of a held call's CPU (benchmarks/capacity.py: 100 calls, 84 % -> 34 % of a core).
+    media_quality: int = 4
 
     def __post_init__(self) -> None:
         # Accept lists from YAML/CLI callers but store tuples so the config stays hashable.
@@ -99,6 +104,8 @@ class SipConfig:
             raise ValueError(f"SipConfig.codecs must be non-empty 'name/clock_rate' ids, got {self.codecs!r}")
         if not 0 <= self.log_level <= 6:
             raise ValueError(f"SipConfig.log_level must be 0-6, got {self.log_level}")
+        if not 1 <= self.media_quality <= 10:
+            raise ValueError(f"SipConfig.media_quality must be 1-10, got {self.media_quality}")
 
     def _check_admission(self) -> None:
         object.__setattr__(self, "trusted_networks", tuple(self.trusted_networks))

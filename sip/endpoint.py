@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pjsua2 as pj
 
-from sip.admission import Admission
+from sip.admission import BUSY_HERE, Admission
 from sip.codecs import apply_codec_priorities
 from sip.config import SipConfig
 from sip.errors import SipNotRunningError, SipStartError
@@ -35,6 +35,11 @@ _REJECT_AFTER_S = 0.1
 # ... except INVITEs refused by per-source admission on an epoll build (handles to spare): those
 # are answered inside onIncomingCall, so a flood from one source frees each pjsua slot (and its
 # sockets) at once instead of filling the headroom that the other sources' calls need.
+
+#: What becomes of a new INVITE: answered, or refused because its source is not in allowed_networks
+#: (403), the node holds max_calls (486), its source holds max_calls_per_source (486), or its source
+#: sends INVITEs over invite_rate_per_source (503 + Retry-After).
+INVITE_OUTCOMES = ("admitted", "not_allowed", "node_full", "source_busy", "source_rate")
 
 
 class _Account(pj.Account):
@@ -79,6 +84,8 @@ class SipEndpoint:
         )  # SIP thread only
         self._sources: dict[str, str] = {}  # call_id -> source IP of each admitted call; SIP thread only
         self._refuse_at_once = False  # see _REJECT_AFTER_S
+        # What became of every new INVITE since start; keys fixed here, so other threads may copy it.
+        self._offered = dict.fromkeys(INVITE_OUTCOMES, 0)
         self._active: tuple[str, ...] = ()  # snapshot for other threads
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._wavs: WavCache | None = None
@@ -115,6 +122,16 @@ class SipEndpoint:
         return self._active
 
     @property
+    def invites(self) -> dict[str, int]:
+        """New INVITEs since start, by outcome (:data:`INVITE_OUTCOMES`); safe from any thread."""
+        return dict(self._offered)
+
+    @property
+    def frames_dropped(self) -> int:
+        """Caller audio frames lost because the SIP thread read a call's tap too late (ended calls)."""
+        return self._sip.taps.dropped
+
+    @property
     def codecs(self) -> tuple[str, ...]:
         """The enabled pjsua codec ids, best first (known after start())."""
         return self._codecs
@@ -142,6 +159,12 @@ class SipEndpoint:
     def stop_playback(self, call_id: str) -> None:
         self._command(call_id, lambda call: call.stop_playback())
 
+    def listen(self, call_id: str, on: bool) -> None:
+        """Whether the caller's audio frames reach the handler (on by default). Off, they are
+        dropped at the bridge's side of the SIP edge, and frame indices keep counting call time,
+        so a later ``listen(call_id, True)`` resumes on the call's true timeline."""
+        self._command(call_id, lambda call: call.listen(on))
+
     def hangup(self, call_id: str, status_code: int | None = None) -> None:
         """End the call: a BYE once answered, else ``status_code`` (default 603) as final response."""
         self._command(call_id, lambda call: call.hangup_local(status_code))
@@ -164,7 +187,8 @@ class SipEndpoint:
     def setup(self, ep: pj.Endpoint) -> None:
         cfg = self.config
         ep_cfg, self._log_writer = base_config(
-            max_calls=cfg.max_calls + _REJECT_HEADROOM, user_agent=cfg.user_agent, log_level=cfg.log_level
+            max_calls=cfg.max_calls + _REJECT_HEADROOM, user_agent=cfg.user_agent, log_level=cfg.log_level,
+            media_quality=cfg.media_quality,
         )
         ep.libInit(ep_cfg)
         if not set_transaction_timeout(cfg.ack_timeout_s):
@@ -236,14 +260,17 @@ class SipEndpoint:
         source, _ = split_host_port(prm.rdata.srcAddress)
         if not self.config.is_allowed(source):
             log.warning("rejecting call from %s: not in allowed_networks", source)
+            self._offered["not_allowed"] += 1
             self._reject(prm.callId, 403)
             return
         if len(self._calls) >= self.config.max_calls:
             log.warning("rejecting call from %s: %d calls already up", source, len(self._calls))
+            self._offered["node_full"] += 1
             self._reject(prm.callId, 486)
             return
         refusal = self._admission.admit(source)
         if refusal is not None:
+            self._offered["source_busy" if refusal.status_code == BUSY_HERE else "source_rate"] += 1
             # A flood is logged on a log scale: the 1st, 10th, 100th… INVITE refused in a row.
             level = logging.WARNING if math.log10(refusal.in_a_row).is_integer() else logging.DEBUG
             log.log(level, "refusing call from %s with %d (%d in a row): %s", source, refusal.status_code,
@@ -251,6 +278,7 @@ class SipEndpoint:
             self._reject(prm.callId, refusal.status_code, refusal.headers, at_once=self._refuse_at_once)
             return
         assert self._account is not None
+        self._offered["admitted"] += 1
         call_id = str(uuid.uuid4())
         call = InboundCall(self._account, prm.callId, call_id, self._handler, self._sip, self._on_call_ended)
         self._calls[call_id] = call

@@ -20,18 +20,22 @@ def pcm_format() -> pj.MediaFormatAudio:
     return fmt
 
 
-class FrameSink(pj.AudioMediaPort):
-    """A bridge port that hands every 20 ms of real audio it receives to ``on_frame``.
+FrameCallback = Callable[[AudioFrame], None]
 
-    Runs on the media clock thread: it copies the bytes and calls back, nothing else.
-    Frames without audio (NONE/silence-suppressed) are skipped so ``index``
-    counts delivered frames without gaps.
+
+class FrameSink(pj.AudioMediaPort):
+    """A bridge port that hands every 20 ms of real audio it receives to ``on_frame``, from the
+    media clock thread: what :class:`AudioTaps` falls back to on a pjsua2 without ``FrameTap``.
+
+    Frames without audio (NONE/silence-suppressed) are skipped, so ``index`` counts the audio
+    frames the bridge delivered; while ``listening`` is off they are counted but not handed on.
     """
 
-    def __init__(self, on_frame: Callable[[AudioFrame], None]) -> None:
+    def __init__(self, on_frame: FrameCallback) -> None:
         super().__init__()
         self._on_frame = on_frame
         self._index = 0
+        self.listening = True  # False: frames are counted (the index stays call time), not copied
 
     def create(self, name: str) -> None:
         self.createPort(name, pcm_format())
@@ -41,10 +45,84 @@ class FrameSink(pj.AudioMediaPort):
             return
         index = self._index
         self._index += 1
-        # bytes() copies through SWIG element by element (~300 µs a frame). A ctypes read of the
-        # vector's pointers was 100x faster but crashed the media thread now and then on our own
-        # pjsua2 build; a safe fast copy is future work (see README: Known limits).
+        if not self.listening:
+            return
+        # bytes() copies through SWIG element by element (~300 µs a frame): the reason FrameTap exists.
         self._on_frame(AudioFrame(bytes(frame.buf), index))
+
+
+class AudioTaps:
+    """Where every call's received audio is collected, off the media clock thread.
+
+    On Puente's pjsua2 build each call's audio goes into a ``pj.FrameTap``
+    (scripts/pjsua2/frame_tap.hpp): the clock thread copies each frame into the tap's ring and
+    returns, without Python. :meth:`drain`, run by the SIP thread about once a frame, collects
+    every tap's frames and hands them, whole and indexed, to that tap's ``on_frame``. A frame's
+    index is its position in the call's audio: frames the ring dropped (the reader ``RING_S``
+    behind) leave a gap. Where the module has no FrameTap (the PyPI wheel), :meth:`open` gives a
+    :class:`FrameSink`, which calls ``on_frame`` from the clock thread itself.
+
+    SIP thread only.
+    """
+
+    RING_S = 2.0  # unread audio a tap keeps: the SIP thread may stall this long without a loss
+
+    def __init__(self) -> None:
+        self.native = hasattr(pj, "FrameTap")
+        self._taps: dict[int, tuple[pj.FrameTap, FrameCallback]] = {}
+        self._deaf: set[int] = set()  # taps drained without handing frames on (listen(port, False))
+        self._capacity = round(self.RING_S * 1000 / FRAME_MS)
+        self._buffer = bytearray(self._capacity * FRAME_BYTES)
+        self._view = memoryview(self._buffer)
+        self.dropped = 0  # frames the rings of closed taps dropped (read too late); safe to read anywhere
+
+    def open(self, name: str, on_frame: FrameCallback) -> pj.AudioMedia:
+        """A new bridge port whose received audio reaches ``on_frame``; transmit a call's audio to it."""
+        if not self.native:
+            sink = FrameSink(on_frame)
+            sink.create(name)
+            return sink
+        tap = pj.FrameTap()
+        tap.createTap(name, SAMPLE_RATE, FRAME_MS, self._capacity)
+        self._taps[id(tap)] = (tap, on_frame)
+        return tap
+
+    def close(self, port: pj.AudioMedia) -> None:
+        """Deliver what the port still holds and stop draining it (the owner then retires it)."""
+        entry = self._taps.pop(id(port), None)
+        self._deaf.discard(id(port))
+        if entry is not None:
+            self._drain_one(*entry)
+            self.dropped += entry[0].dropped()
+
+    def listen(self, port: pj.AudioMedia, on: bool) -> None:
+        """Whether the port's frames reach its ``on_frame``. Off, they are still taken from the
+        bridge (so a frame's index stays its place in the call's audio) but dropped at once:
+        a caller on hold costs no Python per frame."""
+        if isinstance(port, FrameSink):
+            port.listening = on
+        elif on:
+            self._deaf.discard(id(port))
+        else:
+            self._deaf.add(id(port))
+
+    def drain(self) -> None:
+        """Hand every tap's unread frames to its ``on_frame``."""
+        for key, (tap, on_frame) in list(self._taps.items()):
+            self._drain_one(tap, None if key in self._deaf else on_frame)
+
+    def clear(self) -> None:
+        self._taps.clear()
+
+    def _drain_one(self, tap: pj.FrameTap, on_frame: FrameCallback | None) -> None:
+        while True:
+            size = tap.read(self._buffer)
+            if on_frame is not None:
+                start = tap.lastReadStart()
+                for n, offset in enumerate(range(0, size, FRAME_BYTES)):
+                    on_frame(AudioFrame(bytes(self._view[offset:offset + FRAME_BYTES]), start + n))
+            if size < len(self._buffer):
+                return
 
 
 class Player(pj.AudioMediaPlayer):

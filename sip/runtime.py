@@ -28,6 +28,7 @@ from typing import Protocol, TypeVar
 import pjsua2 as pj
 
 from sip.errors import SipNotRunningError, SipStartError
+from sip.media import AudioTaps
 
 log = logging.getLogger("puente.sip")
 
@@ -58,7 +59,7 @@ def describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def base_config(*, max_calls: int, user_agent: str, log_level: int) -> tuple[pj.EpConfig, _LogWriter]:
+def base_config(*, max_calls: int, user_agent: str, log_level: int, media_quality: int) -> tuple[pj.EpConfig, _LogWriter]:
     """Endpoint settings shared by the gateway endpoint and the test caller.
 
     The writer is returned so the owner keeps it alive as long as the library.
@@ -80,6 +81,7 @@ def base_config(*, max_calls: int, user_agent: str, log_level: int) -> tuple[pj.
     cfg.medConfig.audioFramePtime = 20
     cfg.medConfig.noVad = True  # keep RTP (and thus frames) flowing through silence
     cfg.medConfig.ecTailLen = 0  # no echo canceller: there is no speaker here
+    cfg.medConfig.quality = media_quality
     return cfg, writer
 
 
@@ -186,6 +188,7 @@ class SipThread:
         self._stop_requested = threading.Event()
         self._shutdown_timeout = 0.0
         self._ep: pj.Endpoint | None = None
+        self.taps = AudioTaps()  # every call's received audio; drained after each poll
 
     @property
     def endpoint(self) -> pj.Endpoint:
@@ -282,6 +285,7 @@ class SipThread:
         self._timers.clear()
         self._retired.clear()
         self._guarded(self._owner.release)
+        self.taps.clear()
         self._destroy()
         while not self._commands.empty():  # raced with stop(): tell their waiters
             self._commands.get_nowait()[1].set_exception(SipNotRunningError(f"{self._name} stopped"))
@@ -289,6 +293,7 @@ class SipThread:
     def _pump(self) -> None:
         assert self._ep is not None
         self._ep.libHandleEvents(self._poll_ms)
+        self.taps.drain()
         while True:
             try:
                 fn, fut = self._commands.get_nowait()

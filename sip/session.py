@@ -19,7 +19,7 @@ from sip.events import (
     PlaybackFinished,
     TransferUpdate,
 )
-from sip.media import FrameSink, Player
+from sip.media import Player
 from sip.runtime import SipThread, describe, weakly
 
 log = logging.getLogger("puente.sip")
@@ -63,11 +63,12 @@ class InboundCall(pj.Call):
         self.notify = True  # False once the handler refused the call
         self.ended = False
         self._local_hangup = False
-        self._sink: FrameSink | None = None
+        self._sink: pj.AudioMedia | None = None  # where the caller's audio goes (SipThread.taps)
         self._audio: pj.AudioMedia | None = None
         self._players: list[Player] = []  # every player of this call, until it ends
         self._playing: tuple[str, Player] | None = None
         self._pending_play: tuple[str, Path] | None = None
+        self._listening = True  # whether the caller's frames reach the handler
 
     # -- commands (SIP thread) ------------------------------------------------
 
@@ -99,6 +100,11 @@ class InboundCall(pj.Call):
                 log.debug("stopTransmit: %s", describe(exc))
         self._emit(PlaybackFinished(self.call_id, playback_id, interrupted=interrupted))
 
+    def listen(self, on: bool) -> None:
+        if self._sink is not None:
+            self._sip.taps.listen(self._sink, on)
+        self._listening = on
+
     def hangup_local(self, status_code: int | None = None) -> None:
         if self.ended or self._local_hangup:
             return
@@ -117,6 +123,8 @@ class InboundCall(pj.Call):
                     player.stopTransmit(self._audio)
                 except pj.Error:
                     pass  # was not transmitting
+        if self._sink is not None:
+            self._sip.taps.close(self._sink)  # its last frames, then no more draining
         objects = (self._sink, *self._players)
         self._sink, self._audio, self._playing = None, None, None
         self._players = []
@@ -161,8 +169,8 @@ class InboundCall(pj.Call):
         first = self._sink is None
         self._audio = audio
         if self._sink is None:
-            self._sink = FrameSink(functools.partial(_deliver, self._handler, self.call_id))
-            self._sink.create(f"in-{self.call_id[:8]}")
+            self._sink = self._sip.taps.open(f"in-{self.call_id[:8]}", functools.partial(_deliver, self._handler, self.call_id))
+            self._sip.taps.listen(self._sink, self._listening)
         audio.startTransmit(self._sink)
         if self._playing is not None:  # a re-INVITE moved the stream: follow it
             self._playing[1].startTransmit(audio)
@@ -198,7 +206,7 @@ class InboundCall(pj.Call):
 
 
 def _deliver(handler: CallHandler, call_id: str, frame: AudioFrame) -> None:
-    # Media clock thread, 50 times a second per call: keep it this small.
+    # 50 times a second per call (the SIP thread's tap drain, or the clock thread): keep it small.
     try:
         handler.on_frame(call_id, frame)
     except Exception:

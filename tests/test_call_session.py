@@ -15,10 +15,11 @@ from typing import Any
 import pytest
 
 from gateway.call.context import CALL_ID_HEADER, INTENT_HEADER, LANGUAGE_HEADER
-from gateway.call.numbers import CallerNumber
 from gateway.call.routing import RoutingPolicy
 from gateway.call.session import TRANSITIONS, CallState
+from gateway.call.speech import AsrSaturated
 from gateway.config import RoutingSettings
+from gateway.numbers import CallerNumber
 from gateway.store import Store
 from tests.support.session import AGENT, NUMBER, BreakingStore, Call, placed_call
 
@@ -250,8 +251,10 @@ def test_a_caller_who_presses_0_reaches_an_agent(phone, reach, prompt_playing, i
         async with phone.call(settings=WITH_AGENT) as call:
             await reach(call)
             played = len(call.prompts)
+            assert call.telephony.listening
             await call.press("0")
             assert call.state is S.ACTING
+            assert not call.telephony.listening  # nothing said now is heard: the frames stop at the SIP edge
             expected = [("stop_playback",)] * prompt_playing + [("play", "es/transfer")]
             assert call.telephony.commands[-len(expected):] == expected
             assert len(call.prompts) == played + 1
@@ -547,6 +550,40 @@ def test_a_caller_on_hold_hears_goodbye_at_the_hold_timeout_and_is_recorded_unse
             assert call.telephony.commands[-1] == ("hangup", None)
             record = await call.ended()
             assert (record["outcome"], record["ended_by"]) == ("unserved", "local")
+    run(go)
+
+
+# --- Whisper is saturated --------------------------------------------------------------------------
+
+
+def test_a_caller_heard_while_whispers_backlog_is_full_goes_the_voice_way_at_once(phone):
+    async def go():
+        async with phone.call(settings=WITH_AGENT) as call:
+            await greeted(call)
+            call.speech.failures["transcribe"] = AsrSaturated(4, 3.2)
+            await call.say(ORDER, "order_status")
+            assert call.state is S.ACTING
+            assert call.telephony.commands[-1] == ("play", "es/transfer")
+            decision = (await call.record())["decisions"][-1]
+            assert (decision["route"], decision["intent"]) == ("voice", None)
+            assert decision["reason"] == "speech recognition is saturated (4 utterances waiting, about 3.2 s)"
+            assert decision["timings"]["end_of_speech_to_decision_ms"] == decision["timings"]["endpointing_ms"]
+            assert await call.events("asr_saturated") == [{"waiting": 4, "expected_wait_s": 3.2}]
+            assert (await call.record())["utterances"] == []  # nothing was transcribed, nothing is made up
+    run(go)
+
+
+def test_a_consent_answer_while_whispers_backlog_is_full_counts_as_no_answer(phone):
+    async def go():
+        async with phone.call() as call:
+            await asked_for_consent(call)
+            await call.prompt_ends()
+            call.speech.failures["recognize_yes_no"] = AsrSaturated(5, 4.0)
+            await call.answer("yes")
+            decision = (await call.record())["decisions"][-1]
+            assert decision["route"] == "voice"
+            assert decision["reason"].endswith("but no consent: speech recognition is saturated (5 utterances waiting, about 4.0 s)")
+            assert await call.store.consents.latest(NUMBER) is None
     run(go)
 
 

@@ -88,6 +88,7 @@ PART_OPTIONS = {
         "max_calls": ("sip.max_calls", 4, 4),
         "user_agent": ("sip.user_agent", "Puente-Test", "Puente-Test"),
         "log_level": ("sip.log_level", 3, 3),
+        "media_quality": ("sip.media_quality", 8, 8),
     },
     EndpointerConfig: {
         "speech_start_ms": ("endpointing.speech_start_ms", 60, 60),

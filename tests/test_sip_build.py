@@ -13,9 +13,10 @@ import time
 
 import pytest
 
+from gateway.dev.harness import free_port
 from sip import SipCaller
 from sip.capabilities import CAPPED_CALLS, PYPI_DISTRIBUTION, pjsua2_build
-from tests.support.sip.harness import ROOT, UasProcess, free_port
+from tests.support.sip.harness import ROOT, UasProcess
 
 pytestmark = pytest.mark.sip
 
@@ -45,14 +46,14 @@ def test_the_report_describes_the_installed_build() -> None:
     if build.own_build:
         assert build.max_calls == _configured_max_calls() >= 256
         assert build.ioqueue == "epoll"
-        assert build.opus and build.tls and build.srtp
-        assert build.max_conf_ports >= 3 * build.max_calls  # stream + frame sink + player per call
+        assert build.opus and build.tls and build.srtp and build.frame_tap
+        assert build.max_conf_ports >= 3 * build.max_calls  # stream + frame tap + player per call
         assert build.openssl and build.openssl.startswith("3.")
         assert not build.capped and build.warning() is None
     elif build.distribution == PYPI_DISTRIBUTION:
         assert build.max_calls == CAPPED_CALLS
         assert build.ioqueue == "select"
-        assert not build.opus
+        assert not build.opus and not build.frame_tap
         assert build.capped
         assert f"capped at {CAPPED_CALLS} calls" in build.warning()
     else:
@@ -109,5 +110,6 @@ def test_healthz_shows_the_build_and_how_many_calls_this_node_answers(gateway) -
     sip = gateway.get("/healthz")["sip"]
     assert sip["pjsua2"]["max_calls"] == build.max_calls and sip["pjsua2"]["opus"] == build.opus
     assert (sip["pjsua2"]["tls"], sip["pjsua2"]["srtp"], sip["pjsua2"]["capped"]) == (build.tls, build.srtp, build.capped)
+    assert sip["pjsua2"]["frame_tap"] == build.frame_tap
     # The gateway's own limit (sip.max_calls, 32 by default), unless the build holds fewer.
     assert sip["max_calls"] == min(32, build.max_calls)

@@ -11,10 +11,11 @@ import time
 
 import pytest
 
+from gateway.dev.harness import free_port
 from sip import CallResult, CallScript, SipCaller, SipConfig, SipEndpoint, SipStartError
 from tests.support.sip import baresip
 from tests.support.sip.audio import SOUNDS, duration_seconds, speech_seconds
-from tests.support.sip.harness import UasProcess, free_port
+from tests.support.sip.harness import UasProcess
 
 pytestmark = [
     pytest.mark.sip,

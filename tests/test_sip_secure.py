@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 
 from gateway.dev.certs import CertPair, openssl_available, self_signed
+from gateway.dev.harness import free_port
 from sip import CallScript, SipCaller, SipConfig
 from sip.capabilities import pjsua2_build
 from tests.support.sip import baresip
 from tests.support.sip.audio import SOUNDS, duration_seconds, speech_seconds
-from tests.support.sip.harness import UasProcess, free_port
+from tests.support.sip.harness import UasProcess
 
 SPEECH = SOUNDS / "agent-pass.wav"  # "Please enter your password" — 3.3 s, 8 kHz
 SHORT = SOUNDS / "hello-world.wav"  # 1.4 s

@@ -25,12 +25,12 @@ from enum import Enum
 from typing import Any, Protocol
 
 from gateway.call.context import HandoffContext
-from gateway.call.numbers import CallerNumber
 from gateway.call.prompts import Prompt, PromptLibrary
 from gateway.call.recorder import CallRecorder
 from gateway.call.routing import Decision, RoutingPolicy, Understanding
-from gateway.call.speech import SpeechPipeline
+from gateway.call.speech import AsrSaturated, SpeechPipeline
 from gateway.config import Settings
+from gateway.numbers import CallerNumber
 from gateway.store import DecisionRecord, NewCall, OutboundMessage, Store, UtteranceRecord
 from gateway.whatsapp.templates import followup_payload
 from models import FRAME_MS, AudioFrame, Endpointer, EndpointerConfig, NoInput, SpeechStarted, UtteranceEnded
@@ -83,6 +83,7 @@ class Telephony(Protocol):
     def play(self, call_id: str, wav_path: Any) -> str: ...
     def stop_playback(self, call_id: str) -> None: ...
     def hangup(self, call_id: str, status_code: int | None = None) -> None: ...
+    def listen(self, call_id: str, on: bool) -> None: ...
     def transfer(self, call_id: str, target_uri: str, headers: dict[str, str]) -> None: ...
 
 
@@ -277,7 +278,11 @@ class CallSession:
         await self._enter(CallState.TRANSCRIBING)
         end_arrival = self._arrival_of(event.speech_end_ms)
         detected_arrival = self._arrival_of(event.detected_ms)
-        transcript = await self._deps.speech.transcribe(event.pcm, self._transcription_languages())
+        try:
+            transcript = await self._deps.speech.transcribe(event.pcm, self._transcription_languages())
+        except AsrSaturated as exc:
+            await self._asr_saturated(exc, end_arrival, detected_arrival)
+            return
         seq = len(self._progress.utterances) + 1
         timings = {
             "endpointing_ms": _ms(detected_arrival - end_arrival),
@@ -306,6 +311,17 @@ class CallSession:
         timings["routing_ms"] = _ms(self._deps.clock() - started)
         timings["end_of_speech_to_decision_ms"] = _ms(self._deps.clock() - end_arrival)
         await self._decide_and_act(decision, heard, utterance_seq=seq, timings=timings)
+
+    async def _asr_saturated(self, exc: AsrSaturated, end_arrival: float, detected_arrival: float) -> None:
+        """Whisper is too far behind: the caller is not made to wait for it, but goes the voice
+        way now (an agent, or the hold queue), as a caller who asked for a person would."""
+        await self._event("asr_saturated", {"waiting": exc.waiting, "expected_wait_s": round(exc.expected_wait_s, 2)})
+        await self._enter(CallState.DECIDING)
+        timings = {
+            "endpointing_ms": _ms(detected_arrival - end_arrival),
+            "end_of_speech_to_decision_ms": _ms(self._deps.clock() - end_arrival),
+        }
+        await self._decide_and_act(Decision("voice", str(exc)), Understanding(None, 0.0), utterance_seq=None, timings=timings)
 
     def _transcription_languages(self) -> list[str]:
         return [self.language] if self.language else list(self._line.languages)
@@ -359,6 +375,9 @@ class CallSession:
             await self._reprompt(Prompt.REPROMPT)
             return
         await self._enter(CallState.ACTING)
+        # Nothing the caller says is heard from here on (goodbye, transfer or hold): their frames
+        # stop at the SIP edge, which matters when dozens of callers are on hold at once.
+        d.telephony.listen(self.call_id, False)
         if decision.route == "whatsapp":
             self._outcome = "deflected"
             self._play(Prompt.WHATSAPP_SENT)
@@ -437,7 +456,12 @@ class CallSession:
         self._deps.endpointer.begin_turn(self._last_index + 1, self._consent_turn())
 
     async def _on_consent_answer(self, event: UtteranceEnded) -> None:
-        answer = await self._deps.speech.recognize_yes_no(event.pcm, self.language or self._line.languages[0])
+        try:
+            answer = await self._deps.speech.recognize_yes_no(event.pcm, self.language or self._line.languages[0])
+        except AsrSaturated as exc:
+            await self._event("asr_saturated", {"waiting": exc.waiting, "expected_wait_s": round(exc.expected_wait_s, 2)})
+            await self._settle_consent(None, str(exc))
+            return
         await self._event("consent_answer", {"choice": answer.choice, "score": answer.score, "margin": answer.margin})
         granted = {"yes": True, "no": False}.get(answer.choice or "")
         await self._settle_consent(granted, "speech" if granted is not None else "unclear answer")
@@ -465,9 +489,7 @@ class CallSession:
         if self.state in _HEARING:
             partial = self._deps.endpointer.flush()
             if partial is not None:
-                transcript = await self._deps.speech.transcribe(partial.pcm, self._transcription_languages())
-                seq = len(self._progress.utterances) + 1
-                await self._save_utterance(seq, partial, transcript, {"transcription_ms": _ms(transcript.elapsed_s)})
+                await self._save_last_words(partial)
         if self._outcome in ("deflected", "transferred", "unserved"):
             outcome = self._outcome
         elif by == "remote":
@@ -475,6 +497,16 @@ class CallSession:
         else:
             outcome = "interrupted"
         await self._end(by, reason, outcome=outcome)
+
+    async def _save_last_words(self, partial: UtteranceEnded) -> None:
+        """What the caller was saying when they hung up, kept in the record (nothing is decided on it)."""
+        try:
+            transcript = await self._deps.speech.transcribe(partial.pcm, self._transcription_languages())
+        except AsrSaturated as exc:
+            await self._event("asr_saturated", {"waiting": exc.waiting, "expected_wait_s": round(exc.expected_wait_s, 2)})
+            return
+        seq = len(self._progress.utterances) + 1
+        await self._save_utterance(seq, partial, transcript, {"transcription_ms": _ms(transcript.elapsed_s)})
 
     async def _end(self, by: str, reason: str, *, outcome: str) -> None:
         self.state = CallState.ENDED
@@ -515,11 +547,11 @@ class CallSession:
         )
 
     def _deflection_message(self) -> OutboundMessage:
-        assert self.caller.e164 is not None  # the policy never deflects an unusable number
+        assert self.caller.whatsapp is not None  # the policy never deflects an unusable number
         context = self._context()
         language = context.language or self._line.languages[0]
         payload = followup_payload(self._deps.settings.whatsapp.template, language, context.as_dict())
-        return OutboundMessage(purpose="deflection", to_number=self.caller.e164, payload=payload)
+        return OutboundMessage(purpose="deflection", to_number=self.caller.whatsapp, payload=payload)
 
 
 def _ms(seconds: float) -> float:

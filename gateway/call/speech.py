@@ -7,19 +7,60 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 from models import YES_NO, AnswerRecognizer, AnswerResult, Transcriber, Transcript
 from nlu import IntentClassifier, IntentResult
 
+T = TypeVar("T")
+
+
+class AsrSaturated(Exception):
+    """Whisper is too far behind: this utterance was not queued (the call decides without it)."""
+
+    def __init__(self, waiting: int, expected_wait_s: float) -> None:
+        super().__init__(
+            f"speech recognition is saturated ({waiting} utterances waiting, about {expected_wait_s:.1f} s)"
+        )
+        self.waiting = waiting
+        self.expected_wait_s = expected_wait_s
+
 
 class SpeechPipeline:
-    def __init__(self, transcriber: Transcriber, classifier: IntentClassifier, *, workers: int = 1) -> None:
+    """Transcription and classification for every call, on one shared worker pool.
+
+    ``max_wait_s`` bounds how long a new utterance may expect to wait for a free worker (None:
+    unbounded). On CPU, Whisper is the first thing a busy node runs out of; when the utterances
+    already waiting would keep a new one longer than that, it raises :class:`AsrSaturated` at
+    once rather than joining a queue no caller would sit through. The expected wait is the time
+    for the ones ahead, and one more, to finish on ``workers`` workers, at the recent time per
+    utterance (a moving average; nothing is refused before the first one is timed).
+    """
+
+    def __init__(self, transcriber: Transcriber, classifier: IntentClassifier, *, workers: int = 1,
+                 max_wait_s: float | None = None) -> None:
         self.transcriber = transcriber
         self.classifier = classifier
         self.answers = AnswerRecognizer(transcriber)  # shares the transcriber's model
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="puente-asr")
+        self._workers = workers
+        self._max_wait_s = max_wait_s
+        self._in_flight = 0  # utterances running or waiting; event-loop thread only
+        self._job_s: float | None = None  # moving average of one utterance's time on a worker
+
+    @property
+    def backlog(self) -> int:
+        """Utterances waiting for a free worker now."""
+        return max(0, self._in_flight - self._workers)
+
+    @property
+    def expected_wait_s(self) -> float:
+        """How long an utterance arriving now would wait for a worker (0 while one is free)."""
+        if self._in_flight < self._workers or self._job_s is None:
+            return 0.0
+        return (self.backlog + 1) * self._job_s / self._workers
 
     @property
     def asr_model(self) -> str:
@@ -35,9 +76,8 @@ class SpeechPipeline:
         words (tests/test_call_flow.py::test_noise_produces_no_transcript_text)."""
         languages = list(languages)
         forced = languages[0] if len(languages) == 1 else None
-        return await asyncio.get_running_loop().run_in_executor(
-            self._executor,
-            lambda: self.transcriber.transcribe(pcm, language=forced, languages=None if forced else languages),
+        return await self._run(
+            lambda: self.transcriber.transcribe(pcm, language=forced, languages=None if forced else languages)
         )
 
     async def recognize_yes_no(self, pcm: bytes, language: str) -> AnswerResult:
@@ -49,7 +89,20 @@ class SpeechPipeline:
             except ValueError as exc:  # e.g. a whole sentence instead of an answer
                 return AnswerResult(None, float("-inf"), 0.0, {}, 0.0, reason=str(exc))
 
-        return await asyncio.get_running_loop().run_in_executor(self._executor, recognize)
+        return await self._run(recognize)
+
+    async def _run(self, work: Callable[[], T]) -> T:
+        """Run on the ASR pool, unless the wait for it is over ``max_wait_s`` (AsrSaturated)."""
+        wait_s = self.expected_wait_s
+        if self._max_wait_s is not None and wait_s > self._max_wait_s:
+            raise AsrSaturated(self.backlog, wait_s)
+        self._in_flight += 1
+        try:
+            result, job_s = await asyncio.get_running_loop().run_in_executor(self._executor, _timed, work)
+        finally:
+            self._in_flight -= 1
+        self._job_s = job_s if self._job_s is None else 0.8 * self._job_s + 0.2 * job_s
+        return result
 
     async def classify(self, text: str) -> tuple[IntentResult, float]:
         """The result and the seconds it took. On its own thread, not the ASR pool: the embedded model takes
@@ -72,3 +125,8 @@ class SpeechPipeline:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _timed(work: Callable[[], T]) -> tuple[T, float]:
+    started = time.perf_counter()
+    return work(), time.perf_counter() - started

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import json
 import logging
 import sys
@@ -33,6 +34,9 @@ log = logging.getLogger("puente")
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    # A crash inside pjsua2's C code (a media or SIP thread) would otherwise end the process
+    # without a word: this prints every thread's Python stack to stderr first.
+    faulthandler.enable()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         return args.run(args)

@@ -25,20 +25,32 @@ class GatewayFailed(RuntimeError):
     pass
 
 
-def free_port(kind: int = socket.SOCK_DGRAM) -> int:
-    """A port free for both UDP and TCP on loopback."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, kind) as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            try:
-                tcp.bind(("127.0.0.1", port))
-                udp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port")
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct ports, each free for both UDP and TCP on ``host`` right now (SIP
+    listens on both). The probes stay bound until all are chosen, so no two are the same."""
+    probes: list[socket.socket] = []
+    try:
+        for _ in range(50 * count):
+            if len(probes) == count:
+                return [probe.getsockname()[1] for probe in probes]
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            udp.bind((host, 0))
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+                try:
+                    tcp.bind((host, udp.getsockname()[1]))
+                except OSError:
+                    udp.close()
+                    continue
+            probes.append(udp)
+        raise RuntimeError(f"no {count} free ports on {host}")
+    finally:
+        for probe in probes:
+            probe.close()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free for both UDP and TCP on ``host`` right now."""
+    return free_ports(1, host)[0]
 
 
 @dataclass
@@ -82,7 +94,7 @@ class RunningGateway:
 
 def start_gateway(tmp: Path, **settings: dict) -> RunningGateway:
     """Start ``puente serve`` with ``settings`` (section → values) merged over test-friendly defaults."""
-    sip_port, http_port = free_port(), free_port(socket.SOCK_STREAM)
+    sip_port, http_port = free_ports(2)
     config = {
         "sip": {"port": sip_port, "rtp_port": 20000 + (sip_port % 20) * 1000},
         "http": {"port": http_port},

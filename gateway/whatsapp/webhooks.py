@@ -20,6 +20,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import SecretStr, ValidationError
 
+from gateway.numbers import whatsapp_number
 from gateway.signing import signature_valid
 from gateway.store import InboundRecord, StatusUpdate, Store
 from gateway.timing import Clock
@@ -29,20 +30,6 @@ from gateway.whatsapp.errors import FALLBACK_CODES
 log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
-
-
-def normalize_wa_id(wa_id: str) -> str:
-    """A WhatsApp ID as the E.164 number our calls use.
-
-    WhatsApp keeps legacy mobile prefixes in some countries' IDs: Mexico's ``521`` and
-    Argentina's ``549`` become ``+52`` and ``+54`` (the form SIP caller ids take).
-    """
-    digits = "".join(ch for ch in wa_id if ch.isdigit())
-    if digits.startswith("521") and len(digits) == 13:
-        digits = "52" + digits[3:]
-    elif digits.startswith("549") and len(digits) == 13:
-        digits = "54" + digits[3:]
-    return "+" + digits
 
 
 @dataclass(frozen=True)
@@ -78,7 +65,7 @@ def _inbound(message: wire.InboundMessage) -> InboundRecord:
     elif message.media is not None:
         text = message.media.caption
     return InboundRecord(
-        wamid=message.id, from_number=normalize_wa_id(message.from_), type=message.type, timestamp=_timestamp(message.timestamp),
+        wamid=message.id, from_number=whatsapp_number(message.from_), type=message.type, timestamp=_timestamp(message.timestamp),
         text=text, payload=payload, context_wamid=message.context.id if message.context else None,
         message=message.model_dump(mode="json", by_alias=True, exclude_none=True),
     )

@@ -56,8 +56,8 @@ CONFIG_SITE_H=$(cat <<'EOF'
 #define PJSUA_MAX_CALLS                 512
 
 /* Conference bridge slots (default 254): each call holds its stream port, the gateway's
- * AudioMediaPort frame sink and a prompt player, and sip/runtime keeps an ended call's sink and
- * player 2 s longer (RETIRE_AFTER_S); 4 per call covers that churn. Unused slots cost a pointer. */
+ * FrameTap (sip/media.py AudioTaps) and a prompt player, and sip/runtime keeps an ended call's tap
+ * and player 2 s longer (RETIRE_AFTER_S); 4 per call covers that churn. Unused slots cost a pointer. */
 #define PJSUA_MAX_CONF_PORTS            (4 * PJSUA_MAX_CALLS)
 
 /* File players and recorders (default 32 each): one prompt player per call plus the one being
@@ -82,5 +82,11 @@ CONFIG_SITE_H=$(cat <<'EOF'
 /* SIP/TCP listen backlog (default 5): callers connecting at the same moment (a trunk reconnecting
  * many TCP legs, a load test) must not have their SYNs dropped. TLS already uses PJ_SOMAXCONN. */
 #define PJSIP_TCP_TRANSPORT_BACKLOG     128
+
+/* L16 at 16 kHz mono (default: 44.1 kHz only): lossless PCM at the bridge's own rate, so a test
+ * can check that a call's audio arrives bit for bit while a hundred other calls are up
+ * (tests/test_sip_load.py). Never negotiated unless listed in sip.codecs: sip/codecs.py disables
+ * every codec not listed. */
+#define PJMEDIA_CODEC_L16_HAS_16KHZ_MONO 1
 EOF
 )

@@ -34,11 +34,11 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from gateway.call.numbers import CallerNumber
 from gateway.call.prompts import PromptLibrary
 from gateway.call.routing import RoutingPolicy
 from gateway.call.session import CallSession, CallState, FrameIn, SessionDeps
 from gateway.config import load_settings
+from gateway.numbers import CallerNumber
 from gateway.store import Store, StoreError
 from models.answers import AnswerResult
 from models.audio import FRAME_BYTES, FRAME_MS, AudioFrame
@@ -80,6 +80,7 @@ class FakeTelephony:
     def __init__(self) -> None:
         self.commands: list[tuple[Any, ...]] = []
         self.playing: str | None = None
+        self.listening = True  # whether the caller's frames would still reach the session
         self.emit: Callable[[object], None] = lambda event: None
         self._ids = 0
 
@@ -103,6 +104,9 @@ class FakeTelephony:
 
     def transfer(self, call_id: str, target_uri: str, headers: dict[str, str]) -> None:
         self.commands.append(("transfer", target_uri, dict(headers)))
+
+    def listen(self, call_id: str, on: bool) -> None:
+        self.listening = on
 
     @property
     def prompts(self) -> list[str]:

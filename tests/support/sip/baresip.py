@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.support.sip.harness import free_port
+from gateway.dev.harness import free_ports
 
 MODULE_DIR = Path("/usr/lib/baresip/modules")
 _CONFIG = """\
@@ -71,34 +71,47 @@ def call(uri: str, wav: Path, *, pad_s: float = 1.0, timeout: float = 30.0, user
     config (``sip_cafile``, ``sip_certificate``), ``account_params`` to the account
     (``";mediaenc=srtp-mand"``).
     """
-    result = BaresipResult()
     with tempfile.TemporaryDirectory(prefix="baresip-") as tmp:
         conf = Path(tmp)
         audio = conf / "speech.wav"
         subprocess.run(["sox", str(wav), "-r", "8000", "-c", "1", "-b", "16", "-e", "signed-integer", str(audio),
                         "pad", "0", str(pad_s)], check=True, capture_output=True)
-        ctrl_port = free_port()
-        config = _CONFIG.format(sip_port=free_port(), wav=audio, ctrl_port=ctrl_port)
-        config += "".join(f"module\t\t\t{name}.so\n" for name in extra_modules) + extra_config
-        (conf / "config").write_text(config)
         (conf / "accounts").write_text(f"<sip:{user}@127.0.0.1>;regint=0{account_params}\n")
-        proc = subprocess.Popen(["baresip", "-f", str(conf)], stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         deadline = time.monotonic() + timeout
+        for _ in range(_START_ATTEMPTS):
+            result = _run(conf, audio, uri, deadline, extra_modules, extra_config)
+            # The free ports were picked before baresip bound them: another process may have won one.
+            if result.events or "Address already in use" not in result.output:
+                return result
+        return result
+
+
+_START_ATTEMPTS = 3
+
+
+def _run(conf: Path, audio: Path, uri: str, deadline: float, extra_modules: tuple[str, ...],
+         extra_config: str) -> BaresipResult:
+    result = BaresipResult()
+    sip_port, ctrl_port = free_ports(2)
+    config = _CONFIG.format(sip_port=sip_port, wav=audio, ctrl_port=ctrl_port)
+    config += "".join(f"module\t\t\t{name}.so\n" for name in extra_modules) + extra_config
+    (conf / "config").write_text(config)
+    proc = subprocess.Popen(["baresip", "-f", str(conf)], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _dial_and_follow(proc, ctrl_port, uri, result, deadline)
+    finally:
+        proc.send_signal(signal.SIGINT)
         try:
-            _dial_and_follow(ctrl_port, uri, result, deadline)
-        finally:
-            proc.send_signal(signal.SIGINT)
-            try:
-                result.output = proc.communicate(timeout=5)[0]
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                result.output = proc.communicate()[0]
+            result.output = proc.communicate(timeout=5)[0]
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            result.output = proc.communicate()[0]
     return result
 
 
-def _dial_and_follow(ctrl_port: int, uri: str, result: BaresipResult, deadline: float) -> None:
-    sock = _connect(ctrl_port, deadline)
+def _dial_and_follow(proc: subprocess.Popen, ctrl_port: int, uri: str, result: BaresipResult, deadline: float) -> None:
+    sock = _connect(proc, ctrl_port, deadline)
     if sock is None:
         return
     established_at = 0.0
@@ -133,8 +146,8 @@ def _dial_and_follow(ctrl_port: int, uri: str, result: BaresipResult, deadline: 
                     return
 
 
-def _connect(port: int, deadline: float) -> socket.socket | None:
-    while time.monotonic() < deadline:
+def _connect(proc: subprocess.Popen, port: int, deadline: float) -> socket.socket | None:
+    while time.monotonic() < deadline and proc.poll() is None:
         try:
             return socket.create_connection(("127.0.0.1", port), timeout=1.0)
         except OSError:

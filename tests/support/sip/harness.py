@@ -5,7 +5,6 @@ import json
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -13,32 +12,20 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from gateway.dev.harness import free_ports
+
 ROOT = Path(__file__).resolve().parents[3]
 
 Event = dict
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port free for both UDP and TCP right now (SIP listens on both)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind((host, 0))
-            port = udp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind((host, port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no free port")
 
 
 class UasProcess:
     """``tests/support/sip/uas.py`` in a subprocess, with its JSON events collected."""
 
     def __init__(self, *args: str, port: int | None = None, rtp_port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.rtp_port = rtp_port or free_port() // 2 * 2
+        ports = free_ports(2)
+        self.port = port or ports[0]
+        self.rtp_port = rtp_port or ports[1] // 2 * 2
         cmd = [sys.executable, "-m", "tests.support.sip.uas", "--port", str(self.port),
                "--rtp-port", str(self.rtp_port), *args]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}

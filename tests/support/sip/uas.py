@@ -9,7 +9,9 @@ the JSON stream stays clean. Test reactions:
 * calls to user ``agent`` (a followed transfer) are hung up after 1 s;
 * a final 2xx transfer NOTIFY hangs up the transferred call;
 * ``--greet`` plays a prompt as soon as media is ready, ``--hangup-after``
-  hangs every call up that many seconds after media is ready.
+  hangs every call up that many seconds after media is ready;
+* with ``--record DIR``, what a call to user ``record`` sent is written to
+  ``DIR/<call_id>.pcm`` when it ends (a ``recorded`` event names the file).
 """
 from __future__ import annotations
 
@@ -71,6 +73,7 @@ class RecordingHandler:
         self._lock = threading.Lock()
         self._stats: dict[str, FrameStats] = {}
         self._to_user: dict[str, str] = {}
+        self._recordings: dict[str, bytearray] = {}
         self.endpoint: SipEndpoint | None = None
 
     def emit(self, record: dict) -> None:
@@ -81,10 +84,15 @@ class RecordingHandler:
     def on_incoming(self, call: IncomingCall) -> None:
         self._stats[call.call_id] = FrameStats()
         self._to_user[call.call_id] = call.to_user
+        if self._args.record and call.to_user == "record":
+            self._recordings[call.call_id] = bytearray()
         self.emit({"event": "incoming", **dataclasses.asdict(call)})
 
     def on_frame(self, call_id: str, frame: AudioFrame) -> None:
         self._stats[call_id].add(frame)
+        recording = self._recordings.get(call_id)
+        if recording is not None:
+            recording += frame.pcm
 
     def on_event(self, event: CallEvent) -> None:
         record = {"event": type(event).__name__, **dataclasses.asdict(event)}
@@ -92,6 +100,11 @@ class RecordingHandler:
             stats = self._stats.get(event.call_id, FrameStats())
             self.emit({"event": "frames", "call_id": event.call_id, "speech_s": stats.speech_frames * FRAME_MS / 1000,
                        **dataclasses.asdict(stats)})
+            recording = self._recordings.pop(event.call_id, None)
+            if recording is not None:
+                path = self._args.record / f"{event.call_id}.pcm"
+                path.write_bytes(recording)
+                self.emit({"event": "recorded", "call_id": event.call_id, "path": str(path)})
         self.emit(record)
         self._react(event)
 
@@ -131,6 +144,7 @@ def main() -> int:
     parser.add_argument("--greet", type=Path)
     parser.add_argument("--transfer-to")
     parser.add_argument("--hangup-after", type=float)
+    parser.add_argument("--record", type=Path, help="write what calls to user 'record' sent here")
     parser.add_argument("--log-level", type=int, default=0)
     parser.add_argument("--sip", action="append", default=[], metavar="FIELD=JSON",
                         help="any other SipConfig field, value as JSON (repeatable)")

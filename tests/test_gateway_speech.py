@@ -1,0 +1,101 @@
+"""SpeechPipeline bounds the wait for Whisper: an utterance that would wait longer than
+``max_wait_s`` behind the others (at the recent time per utterance) is refused at once
+(AsrSaturated) instead of queueing, and room frees as utterances finish."""
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from gateway.call.speech import AsrSaturated, SpeechPipeline
+
+
+class GatedTranscriber:
+    """Transcribes nothing until ``release`` is set, like a worker busy on a long utterance."""
+
+    model_name = "gated"
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.started = 0
+
+    def transcribe(self, pcm: bytes, **_: object) -> str:
+        self.started += 1
+        self.release.wait(10)
+        return f"{len(pcm)} bytes"
+
+
+async def _timed_once(speech: SpeechPipeline, transcriber: GatedTranscriber, seconds: float) -> None:
+    """One utterance that takes ``seconds`` on the worker: the pipeline's first timing."""
+    task = asyncio.create_task(speech.transcribe(b"warm", ["es"]))
+    await asyncio.sleep(seconds)
+    transcriber.release.set()
+    await task
+    transcriber.release.clear()
+
+
+def test_an_utterance_that_would_wait_too_long_is_refused_at_once_and_room_frees_as_work_finishes() -> None:
+    async def go() -> None:
+        transcriber = GatedTranscriber()
+        speech = SpeechPipeline(transcriber, classifier=None, workers=1, max_wait_s=0.5)  # type: ignore[arg-type]
+        try:
+            await _timed_once(speech, transcriber, 0.2)  # about 0.2 s per utterance from now on
+            running = [asyncio.create_task(speech.transcribe(b"x" * n, ["es"])) for n in (1, 2)]
+            await asyncio.sleep(0.05)
+            # One on the worker, one waiting: a third would wait for two, about 0.4 s; a fourth, 0.6 s.
+            assert speech.backlog == 1
+            assert speech.expected_wait_s == pytest.approx(0.4, abs=0.08)
+            running.append(asyncio.create_task(speech.transcribe(b"xxx", ["es"])))
+            await asyncio.sleep(0.05)
+            with pytest.raises(AsrSaturated) as refused:
+                await speech.transcribe(b"late", ["es"])
+            assert refused.value.waiting == 2
+            assert refused.value.expected_wait_s == pytest.approx(0.6, abs=0.12)
+            assert str(refused.value).startswith("speech recognition is saturated (2 utterances waiting, about 0.")
+
+            transcriber.release.set()
+            assert await asyncio.gather(*running) == ["1 bytes", "2 bytes", "3 bytes"]
+            assert (speech.backlog, speech.expected_wait_s) == (0, 0.0)
+            assert await speech.transcribe(b"next", ["es"]) == "4 bytes"
+            assert transcriber.started == 5  # the refused one never reached Whisper
+        finally:
+            transcriber.release.set()
+            speech.close()
+
+    asyncio.run(go())
+
+
+def test_nothing_is_refused_before_the_first_utterance_is_timed() -> None:
+    async def go() -> None:
+        transcriber = GatedTranscriber()
+        speech = SpeechPipeline(transcriber, classifier=None, workers=1, max_wait_s=0.0)  # type: ignore[arg-type]
+        try:
+            running = [asyncio.create_task(speech.transcribe(b"x", ["es"])) for _ in range(3)]
+            await asyncio.sleep(0.05)
+            assert speech.backlog == 2 and speech.expected_wait_s == 0.0
+            transcriber.release.set()
+            assert len(await asyncio.gather(*running)) == 3
+        finally:
+            transcriber.release.set()
+            speech.close()
+
+    asyncio.run(go())
+
+
+def test_without_a_bound_every_utterance_waits_its_turn() -> None:
+    async def go() -> None:
+        transcriber = GatedTranscriber()
+        speech = SpeechPipeline(transcriber, classifier=None, workers=1)  # type: ignore[arg-type]
+        try:
+            await _timed_once(speech, transcriber, 0.1)
+            running = [asyncio.create_task(speech.transcribe(b"x", ["es"])) for _ in range(6)]
+            await asyncio.sleep(0.05)
+            assert speech.backlog == 5 and speech.expected_wait_s > 0.5
+            transcriber.release.set()
+            assert len(await asyncio.gather(*running)) == 6
+        finally:
+            transcriber.release.set()
+            speech.close()
+
+    asyncio.run(go())
