@@ -103,7 +103,7 @@ def test_result_reports_scores_for_every_choice_and_other(digit_results):
     assert set(r.scores) == set(DIGITS["en"].choices) | {"other"}
     total = sum(math.exp(v) for v in r.scores.values())
     assert total == pytest.approx(1.0, abs=1e-3)  # choices + other share the probability
-    assert 0 < r.elapsed_s < 5
+    assert r.elapsed_s > 0  # how long it took is reported (benchmarks/answers.py measures it)
 
 
 # --- yes / no ------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import pytest
 from gateway.dev.flood import FLOOD_HOST, Flood
 from sip import CallScript, SipCaller, SipConfig
 from sip.admission import BUSY_HERE, SERVICE_UNAVAILABLE, Admission
+from sip.capabilities import pjsua2_build
 from sip.runtime import ioqueue_name
 from tests.support.sip.harness import UasProcess
 
@@ -158,6 +159,9 @@ def _burst(uas: UasProcess, count: int, host: str = FLOOD_HOST) -> Flood:
 
 @pytest.mark.sip
 def test_invite_flood_from_one_source_is_refused_fast_and_others_are_answered(caller: SipCaller) -> None:
+    build = pjsua2_build()
+    if build.capped:  # 3 flood calls + the legitimate one + another source's: pjsua itself says 486 past 4
+        pytest.skip(f"this pjsua2 build holds {build.max_calls} calls per process; the flood test needs more")
     with _uas(max_calls_per_source=0, invite_rate_per_source=0.5, invite_burst_per_source=3) as uas:
         flood = _burst(uas, 40)
         legit = caller.call(uas.uri("es"), CallScript(hangup_after_s=1.0, max_duration_s=5))

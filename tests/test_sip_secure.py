@@ -172,7 +172,11 @@ def test_with_a_ca_file_tls_clients_must_present_a_certificate(caller: SipCaller
         result = caller.call(f"sip:es@127.0.0.1:{tls_port};transport=tls", CallScript(hangup_after_s=0.5))
         assert result.connected  # the caller's certificate is signed by the CA file (it is the CA)
         anonymous = options_over_tls(tls_port, certs.cert_file)
-    assert anonymous.startswith("refused") and "CERTIFICATE_REQUIRED" in anonymous.upper(), anonymous
+    # TLS 1.3 (OpenSSL 3) names the missing certificate; the PyPI wheel's OpenSSL 1.0.2 has no TLS 1.3
+    # and no such alert, only a failed handshake.
+    old_openssl = (pjsua2_build().openssl or "").startswith("1.")
+    alert = "HANDSHAKE_FAILURE" if old_openssl else "CERTIFICATE_REQUIRED"
+    assert anonymous.startswith("refused") and alert in anonymous.upper(), anonymous
     uas, uri = mandatory  # no tls_ca_file: the same client is answered
     assert options_over_tls(int(uri.split(":")[2].split(";")[0]), certs.cert_file).startswith("SIP/2.0 200")
 
