@@ -141,7 +141,7 @@ class Gateway:
         endpointer = Endpointer(WebRtcVad(s.endpointing.vad_aggressiveness), s.endpointer_config())
         deps = SessionDeps(
             settings=s, telephony=self.sip, store=self.store, speech=self.speech, policy=self._policy,
-            prompts=self._prompts, endpointer=endpointer,
+            prompts=self._prompts, endpointer=endpointer, whatsapp=self.whatsapp.account,
         )
         session = CallSession(call, caller_number(call.from_uri, call.headers, s.whatsapp.default_region), deps)
         self.sessions[call.call_id] = session
@@ -183,12 +183,15 @@ class Gateway:
     # --- status --------------------------------------------------------------------------
 
     def health(self) -> dict[str, object]:
-        """``degraded`` while a call runs unrecorded, or for ``STORE_FAILURE_WINDOW_S`` after one ended."""
+        """``degraded`` while a call runs unrecorded, or for ``STORE_FAILURE_WINDOW_S`` after one ended, and while
+        Meta keeps the deflection template from being sent (callers then stay in voice)."""
         failing = [s.store_failure for s in self.sessions.values() if s.store_failure]
         last = self._last_store_failure
         recent = last is not None and time.time() - last[0] < STORE_FAILURE_WINDOW_S
+        whatsapp = self.whatsapp.account.as_dict() if self.whatsapp else None
+        stopped = whatsapp is not None and bool(whatsapp["deflections"]["stopped"])
         return {
-            "status": "starting" if self.sip is None else ("degraded" if failing or recent else "ok"),
+            "status": "starting" if self.sip is None else ("degraded" if failing or recent or stopped else "ok"),
             "active_calls": len(self.sessions),
             "sip": {
                 "host": self.settings.sip.host, "port": self.settings.sip.port, "transports": self.settings.sip.transports,
@@ -212,6 +215,7 @@ class Gateway:
                 "unrecorded_calls": self._unrecorded_calls + len(failing),
                 "last_failure": failing[-1] if failing else (last[1] if last else None),
             },
+            "whatsapp": whatsapp,
             "uptime_s": round(time.time() - self.started_at, 1) if self.started_at else None,
         }
 

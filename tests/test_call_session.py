@@ -22,6 +22,7 @@ from gateway.config import RoutingSettings
 from gateway.numbers import CallerNumber
 from gateway.store import Store
 from tests.support.session import AGENT, NUMBER, BreakingStore, Call, placed_call
+from tests.support.whatsapp import T0, account_event, fresh_account, template_status
 
 S = CallState
 WITH_AGENT = {"routing.agent_uri": AGENT}
@@ -422,6 +423,43 @@ def test_a_caller_without_a_usable_number_is_kept_in_voice(phone):
             assert call.prompts == ["greeting", "transfer"]
             assert await decisions(call) == [("voice", "order_status routes to whatsapp, but the caller is anonymous")]
             assert (await call.record())["caller_number"] is None
+    run(go)
+
+
+def test_a_caller_with_a_whatsapp_reason_is_kept_in_voice_while_the_follow_up_template_is_paused(phone):
+    account = fresh_account()
+    account.record(account_event("message_template_status_update", template_status("PAUSED", language="es")))
+
+    async def go():
+        async with phone.call(settings=WITH_AGENT, whatsapp=account) as call:
+            await greeted(call)
+            await call.say(ORDER, "order_status")
+            assert call.prompts == ["greeting", "transfer"]  # not even asked for consent
+            assert await decisions(call) == [
+                ("voice", "order_status routes to whatsapp, but WhatsApp template call_followup (es) is paused")
+            ]
+            assert (await call.record())["messages"] == []
+    run(go)
+
+
+def test_deflections_resume_once_meta_approves_the_template_again_and_other_languages_never_stopped(phone):
+    account = fresh_account()
+    account.record(account_event("message_template_status_update", template_status("PAUSED", language="es")))
+    account.record(account_event("message_template_status_update", template_status("DISABLED", language="en")))
+    account.record(account_event("message_template_status_update", template_status("APPROVED", language="es"), time=T0 + 60))
+
+    async def go():
+        async with phone.call(settings={"whatsapp.consent.required": False}, whatsapp=account) as call:
+            await greeted(call)
+            await call.say(ORDER, "order_status")
+            assert call.prompts == ["greeting", "whatsapp_sent"]
+            assert await decisions(call) == [("whatsapp", "order_status routes to whatsapp")]
+        async with phone.call(line="en", settings={"whatsapp.consent.required": False, **WITH_AGENT}, whatsapp=account) as call:
+            await greeted(call)
+            await call.say("Where is my order?", "order_status", language="en")
+            assert await decisions(call) == [
+                ("voice", "order_status routes to whatsapp, but WhatsApp template call_followup (en) is disabled")
+            ]
     run(go)
 
 

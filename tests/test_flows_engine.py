@@ -270,10 +270,10 @@ def test_a_message_a_crash_left_unanswered_is_handled_at_start_once(tmp_path):
             [deflection] = outbox_messages(store)
             await store.outbox.accepted(deflection["id"], "wamid.deflection", now=utcnow())
             # The webhook recorded the customer's message, then the process died before the flow ran.
-            fresh = await store.whatsapp.ingest([], [InboundRecord(
+            ingested = await store.whatsapp.ingest([], [InboundRecord(
                 wamid="wamid.lost", from_number=NUMBER, type="text", timestamp=utcnow(), text="hola", payload=None,
                 context_wamid=None, message={"type": "text", "text": {"body": "hola"}})], now=utcnow())
-            new, call_id = bool(fresh), (fresh[0][1] if fresh else None)
+            new, call_id = bool(ingested.inbound), (ingested.inbound[0][1] if ingested.inbound else None)
             assert new and call_id == chat.call_id
             await engine.start()  # recovery runs first
             [answer] = chat.new()

@@ -1,8 +1,10 @@
-"""/webhooks/whatsapp: verification, signatures, size limit, malformed bodies, duplicates and out-of-order statuses."""
+"""/webhooks/whatsapp: verification, signatures, size limit, malformed bodies, duplicates and out-of-order statuses,
+and the webhooks about the account (template status and quality, phone number, account updates, unknown fields)."""
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
 import httpx
 import pytest
@@ -10,9 +12,9 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 
 from gateway.store import Store, merge_message_status
-from gateway.whatsapp import create_whatsapp_router, sign
+from gateway.whatsapp import AccountHealth, create_whatsapp_router, sign
 from tests.support.store import outbox_messages, whatsapp_inbound, whatsapp_statuses
-from tests.support.whatsapp import FakeClock, deflect
+from tests.support.whatsapp import T0, WABA, FakeClock, account_envelope, deflect, fresh_account, template_status
 
 SECRET = SecretStr("app-secret-for-tests")
 PHONE_ID = "106540352242922"
@@ -20,7 +22,13 @@ NUMBER = "+525555550123"
 
 
 @pytest.fixture
-def env(tmp_path):
+def account() -> AccountHealth:
+    """The account's state the router reports to."""
+    return fresh_account()
+
+
+@pytest.fixture
+def env(tmp_path, account):
     store = Store(f"sqlite:///{tmp_path / 'p.db'}")
     inbound_events = []
 
@@ -30,7 +38,7 @@ def env(tmp_path):
     app = FastAPI()
     app.include_router(
         create_whatsapp_router(store=store, app_secret=SECRET, verify_token=SecretStr("verify-me"), phone_number_id=PHONE_ID,
-                               max_body_bytes=4096, clock=FakeClock(), on_inbound=on_inbound)
+                               max_body_bytes=4096, clock=FakeClock(), account=account, on_inbound=on_inbound)
     )
     yield store, app, inbound_events
     store.close()
@@ -204,3 +212,113 @@ def test_inbound_messages_are_stored_once_open_the_window_and_reach_the_handler(
 def test_status_order_never_moves_backwards(current, incoming, result):
     assert merge_message_status(current, incoming) == result
     assert merge_message_status(merge_message_status(current, incoming), incoming) == result  # idempotent
+
+
+# --- webhooks about the account --------------------------------------------------------------------
+
+
+def account_events(store: Store):
+    return asyncio.run(store.whatsapp.account_events())
+
+
+def test_a_signed_template_status_update_is_answered_200_recorded_as_received_and_stops_deflections(env, account):
+    store, app, events = env
+    paused = template_status("PAUSED", other_info={"title": "FIRST_PAUSE", "description": "Paused for 3 hours."},
+                             message_template_category="UTILITY", added_by_meta_later={"x": 1})
+
+    async def go(http):
+        answer = await post(http, account_envelope("message_template_status_update", paused))
+        assert (answer.status_code, answer.json()) == (200, {"received": 1})
+    run(app, go)
+    [event] = account_events(store)
+    assert (event.field, event.account_id, event.value) == ("message_template_status_update", WABA, paused)
+    assert event.occurred_at.timestamp() == T0
+    assert account.deflection_unavailable("es") == "WhatsApp template call_followup (es) is paused"
+    assert account.deflection_unavailable("en") is None
+    assert nothing_stored(store) and events == []  # no message status or customer message came with it
+
+
+@pytest.mark.parametrize("field, value", [
+    ("message_template_quality_update", {"previous_quality_score": "GREEN", "new_quality_score": "YELLOW",
+                                         "message_template_id": 806312974732579, "message_template_name": "call_followup",
+                                         "message_template_language": "en"}),
+    ("template_category_update", {"message_template_id": 278077987957091, "message_template_name": "call_followup",
+                                  "message_template_language": "es", "previous_category": "UTILITY", "new_category": "MARKETING"}),
+    ("phone_number_quality_update", {"display_phone_number": "15550783881", "event": "FLAGGED", "current_limit": "TIER_1K"}),
+    ("account_update", {"event": "ACCOUNT_VIOLATION", "violation_info": {"violation_type": "SCAM"}}),
+    ("business_capability_update", {"max_daily_conversation_per_phone": 1000}),  # a field Puente does not know
+    ("some_future_field", ["any", "json", 1]),
+])
+def test_every_other_field_is_answered_200_and_recorded_as_received_without_stopping_deflections(env, account, field, value):
+    store, app, _ = env
+
+    async def go(http):
+        answer = await post(http, account_envelope(field, value))
+        assert (answer.status_code, answer.json()) == (200, {"received": 1})
+    run(app, go)
+    assert [(e.field, e.value) for e in account_events(store)] == [(field, value)]
+    assert account.stopped() == {}
+
+
+def test_an_unknown_field_is_logged_at_info_as_not_acted_on(env, caplog):
+    _, app, _ = env
+
+    async def go(http):
+        assert (await post(http, account_envelope("some_future_field", {"a": 1}))).status_code == 200
+    with caplog.at_level(logging.INFO, logger="gateway.whatsapp"):
+        run(app, go)
+    [line] = [r for r in caplog.records if "some_future_field" in r.getMessage()]
+    assert line.levelno == logging.INFO and "not acted on" in line.getMessage()
+
+
+def test_a_redelivered_account_event_is_recorded_once_and_alerts_once(env, account, caplog):
+    store, app, _ = env
+    body = account_envelope("message_template_status_update", template_status("DISABLED"))
+
+    async def go(http):
+        for _ in range(3):  # Meta retries what it thinks was not answered
+            assert (await post(http, body)).status_code == 200
+    with caplog.at_level(logging.INFO, logger="gateway.whatsapp"):
+        run(app, go)
+    assert len(account_events(store)) == 1
+    alerts = [r for r in caplog.records if r.levelno == logging.WARNING and "call_followup" in r.getMessage()]
+    assert len(alerts) == 1 and "disabled" in alerts[0].getMessage() and "stay in voice" in alerts[0].getMessage()
+    assert account.deflection_unavailable("es") == "WhatsApp template call_followup (es) is disabled"
+
+
+def test_a_message_status_and_a_template_event_in_one_body_are_both_taken(env, account):
+    store, app, _ = env
+    call_id = deflect(store)
+    claim = claim_next(store)
+    accepted(store, claim.id, "wamid.X")
+    body = envelope({"statuses": [status("wamid.X", "delivered")]})
+    body["entry"].append(account_envelope("message_template_status_update", template_status("REJECTED", language=None))["entry"][0])
+
+    async def go(http):
+        answer = await post(http, body)
+        assert (answer.status_code, answer.json()) == (200, {"received": 2})
+    run(app, go)
+    assert asyncio.run(store.calls.get(call_id))["messages"][0]["status"] == "delivered"
+    assert [e.field for e in account_events(store)] == ["message_template_status_update"]
+    assert account.deflection_unavailable("en") == "WhatsApp template call_followup is rejected"
+
+
+def test_forged_or_malformed_account_events_are_refused_and_change_nothing(env, account):
+    store, app, _ = env
+    paused = account_envelope("message_template_status_update", template_status("PAUSED"))
+
+    async def go(http):
+        assert (await post(http, paused, secret=SecretStr("not-the-secret"))).status_code == 401
+        unsigned = await http.post("/webhooks/whatsapp", content=json.dumps(paused).encode(), headers={"Content-Type": "application/json"})
+        assert unsigned.status_code == 401
+        # Signed, but not what Meta sends for this field: no template named, no event, no value, a bad time.
+        nameless = template_status("PAUSED")
+        del nameless["message_template_name"]
+        for bad in (account_envelope("message_template_status_update", nameless),
+                    account_envelope("phone_number_quality_update", {"display_phone_number": "15550783881"}),
+                    {"object": "whatsapp_business_account", "entry": [{"id": WABA, "changes": [{"field": "account_update"}]}]},
+                    {"object": "whatsapp_business_account",
+                     "entry": [{"id": WABA, "time": "yesterday", "changes": [{"field": "x", "value": {}}]}]}):
+            assert (await post(http, bad)).status_code == 400
+    run(app, go)
+    assert account_events(store) == [] and account.stopped() == {}

@@ -33,8 +33,9 @@ class RoutingPolicy:
     def decide(self, heard: Understanding, *, reprompts_used: int, whatsapp_unavailable: str | None) -> Decision:
         """Decide for one understood utterance.
 
-        ``whatsapp_unavailable`` is why the caller's number cannot receive WhatsApp (anonymous,
-        invalid), or None when it can; an unavailable number keeps WhatsApp routes in voice.
+        ``whatsapp_unavailable`` is why the caller cannot be deflected to WhatsApp (an anonymous or
+        invalid number, our follow-up template paused in their language), or None when they can; then
+        WhatsApp routes stay in voice.
         """
         s = self._settings
         unsure = heard.intent is None or heard.intent == "out_of_scope" or heard.confidence < s.min_confidence

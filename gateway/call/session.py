@@ -32,6 +32,7 @@ from gateway.call.speech import AsrSaturated, SpeechPipeline
 from gateway.config import Settings
 from gateway.numbers import CallerNumber
 from gateway.store import DecisionRecord, NewCall, OutboundMessage, Store, UtteranceRecord
+from gateway.whatsapp.account import AccountHealth
 from gateway.whatsapp.templates import followup_payload
 from models import FRAME_MS, AudioFrame, Endpointer, EndpointerConfig, NoInput, SpeechStarted, UtteranceEnded
 from sip import CallEnded, CallMediaReady, DtmfReceived, IncomingCall, PlaybackFinished, TransferUpdate
@@ -109,6 +110,7 @@ class SessionDeps:
     policy: RoutingPolicy
     prompts: PromptLibrary
     endpointer: Endpointer
+    whatsapp: AccountHealth  # whether the deflection template can be sent now
     clock: Callable[[], float] = time.monotonic  # monotonic seconds
 
 
@@ -306,7 +308,7 @@ class CallSession:
             self._progress.ranking = [{"name": r.name, "confidence": r.confidence} for r in result.ranking]
         started = self._deps.clock()
         decision = self._deps.policy.decide(
-            heard, reprompts_used=self._progress.reprompts, whatsapp_unavailable=self.caller.unusable
+            heard, reprompts_used=self._progress.reprompts, whatsapp_unavailable=self._whatsapp_unavailable()
         )
         timings["routing_ms"] = _ms(self._deps.clock() - started)
         timings["end_of_speech_to_decision_ms"] = _ms(self._deps.clock() - end_arrival)
@@ -546,11 +548,16 @@ class CallSession:
             intent=p.intent, confidence=p.confidence, transcript=" ".join(t for t in p.utterances if t), dtmf="".join(p.dtmf),
         )
 
+    def _deflection_language(self) -> str:
+        return self.language or self._line.languages[0]
+
+    def _whatsapp_unavailable(self) -> str | None:
+        """Why this caller cannot be deflected now (their number, or our template in their language), or None."""
+        return self.caller.unusable or self._deps.whatsapp.deflection_unavailable(self._deflection_language())
+
     def _deflection_message(self) -> OutboundMessage:
         assert self.caller.whatsapp is not None  # the policy never deflects an unusable number
-        context = self._context()
-        language = context.language or self._line.languages[0]
-        payload = followup_payload(self._deps.settings.whatsapp.template, language, context.as_dict())
+        payload = followup_payload(self._deps.settings.whatsapp.template, self._deflection_language(), self._context().as_dict())
         return OutboundMessage(purpose="deflection", to_number=self.caller.whatsapp, payload=payload)
 
 

@@ -1,5 +1,6 @@
 """The context store: every call, what was heard and decided on it, consent, the outbox,
-WhatsApp statuses and messages, and the self-service conversations.
+WhatsApp statuses and messages, the events about the WhatsApp account, and the self-service
+conversations.
 
 SQLAlchemy 2.0 on SQLite by default (WAL, so the HTTP API reads while calls write);
 PostgreSQL through the same code by URL. All writes for one fact happen in one transaction,
@@ -13,15 +14,17 @@ leave a decision without its message or the reverse. Errors surface as ``StoreEr
     calls.py          calls, utterances, decisions, events
     consent.py        WhatsApp consent answers
     outbox.py         ``enqueue`` (the one way in) and the sender's lease machine
-    whatsapp.py       status webhooks, customers' messages, their windows
+    whatsapp.py       status webhooks, customers' messages, their windows, account events
     conversations.py  self-service conversations, turns and handoffs
 """
 from gateway.store.database import StoreError
 from gateway.store.outbox import merge_message_status
 from gateway.store.records import (
+    AccountEvent,
     Conversation,
     DecisionRecord,
     InboundRecord,
+    Ingested,
     NewCall,
     OutboundMessage,
     OutboxClaim,
@@ -33,6 +36,6 @@ from gateway.store.rows import utcnow
 from gateway.store.store import Store
 
 __all__ = [
-    "Conversation", "DecisionRecord", "InboundRecord", "NewCall", "OutboundMessage", "OutboxClaim", "StatusUpdate",
+    "AccountEvent", "Conversation", "DecisionRecord", "InboundRecord", "Ingested", "NewCall", "OutboundMessage", "OutboxClaim", "StatusUpdate",
     "Store", "StoreError", "Turn", "UtteranceRecord", "merge_message_status", "utcnow",
 ]

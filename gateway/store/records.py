@@ -1,6 +1,8 @@
 """The values handed to and returned by the store: plain frozen dataclasses, no SQLAlchemy."""
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -92,6 +94,38 @@ class InboundRecord:
     payload: str | None
     context_wamid: str | None
     message: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class AccountEvent:
+    """A webhook about the WhatsApp Business Account, not about a message (a template's status, quality or
+    category, the phone number's quality, an account update, or a field Puente does not know), as received."""
+
+    field: str
+    account_id: str  # the webhook entry's id: the WhatsApp Business Account
+    value: Any  # the change's value, JSON as received
+    occurred_at: datetime | None  # the entry's time, when Meta gives one
+    received_at: datetime
+
+    @property
+    def at(self) -> datetime:
+        """When it happened, as far as we know."""
+        return self.occurred_at or self.received_at
+
+    @property
+    def key(self) -> str:
+        """The same for every delivery of one event (Meta retries; these webhooks carry no id of their own)."""
+        when = None if self.occurred_at is None else self.occurred_at.timestamp()
+        canonical = json.dumps([self.account_id, self.field, when, self.value], sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Ingested:
+    """What one webhook body brought that the store had not seen before."""
+
+    inbound: list[tuple[InboundRecord, str | None]]  # customers' messages, each with the call it answers
+    events: list[AccountEvent]
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """Every table of the context store, in one place, created by one ``create_all``.
 
 Calls and what happened on them (utterances, decisions, events), WhatsApp consent, the outbox
-and its delivery bookkeeping, WhatsApp statuses, inbound messages and contacts, and the
-self-service conversations. SQLite by default, PostgreSQL through the same code by URL.
+and its delivery bookkeeping, WhatsApp statuses, inbound messages and contacts, the webhooks
+about the WhatsApp account (template status and quality, phone number, account updates), and
+the self-service conversations. SQLite by default, PostgreSQL through the same code by URL.
 New columns go in side tables or as nullable columns, so existing databases need no migration.
 """
 from __future__ import annotations
@@ -181,6 +182,22 @@ class WhatsAppContactRow(Base):
 
     number: Mapped[str] = mapped_column(String(32), primary_key=True)
     last_inbound_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class WhatsAppAccountEventRow(Base):
+    """A webhook about the account, not a message (template status, quality, phone number…), kept as received;
+    ``key`` (``AccountEvent.key``) makes a redelivery a no-op."""
+
+    __tablename__ = "whatsapp_account_events"
+    __table_args__ = (UniqueConstraint("key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(64))
+    field: Mapped[str] = mapped_column(String(128), index=True)
+    account_id: Mapped[str] = mapped_column(String(64))
+    value: Mapped[Any] = mapped_column(JSON)
+    occurred_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class ConsentRow(Base):

@@ -1,4 +1,5 @@
-"""WhatsApp webhooks as facts: message statuses, customers' messages, and each customer's window."""
+"""WhatsApp webhooks as facts: message statuses, customers' messages, each customer's window, and the
+events about the account (template status and quality, phone number, account updates)."""
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
@@ -9,11 +10,12 @@ from sqlalchemy.orm import Session
 
 from gateway.store.database import Database
 from gateway.store.outbox import merge_message_status, record_failure, settle_delivery
-from gateway.store.records import InboundRecord, StatusUpdate
+from gateway.store.records import AccountEvent, InboundRecord, Ingested, StatusUpdate
 from gateway.store.rows import utc, values
 from gateway.store.schema import (
     EventRow,
     OutboxRow,
+    WhatsAppAccountEventRow,
     WhatsAppContactRow,
     WhatsAppInboundRow,
     WhatsAppStatusRow,
@@ -26,12 +28,12 @@ class WhatsAppRecords:
 
     async def ingest(
         self, statuses: Sequence[StatusUpdate], inbound: Sequence[InboundRecord], *, now: datetime,
-        fallback_codes: Collection[int] = (),
-    ) -> list[tuple[InboundRecord, str | None]]:
-        """Apply one webhook body in one transaction; returns the customer messages not seen before, each
-        with the call it answers. Duplicates (a redelivered webhook) change nothing. A failed status whose
-        error code is in ``fallback_codes`` is recorded as needing another channel."""
-        def write(s: Session) -> list[tuple[InboundRecord, str | None]]:
+        fallback_codes: Collection[int] = (), events: Sequence[AccountEvent] = (),
+    ) -> Ingested:
+        """Apply one webhook body in one transaction; returns the customer messages (each with the call it
+        answers) and the account events not seen before. Duplicates (a redelivered webhook) change nothing.
+        A failed status whose error code is in ``fallback_codes`` is recorded as needing another channel."""
+        def write(s: Session) -> Ingested:
             for status in statuses:
                 _apply_status(s, status, now, fallback_codes)
             fresh = []
@@ -39,7 +41,7 @@ class WhatsAppRecords:
                 new, call_id = _apply_inbound(s, message, now)
                 if new:
                     fresh.append((message, call_id))
-            return fresh
+            return Ingested(inbound=fresh, events=[e for e in events if _add_account_event(s, e)])
 
         return await self._db.write(write)
 
@@ -50,6 +52,32 @@ class WhatsAppRecords:
             return None if contact is None else utc(contact.last_inbound_at)
 
         return await self._db.read(read)
+
+    async def account_events(self) -> list[AccountEvent]:
+        """Every account event recorded, in the order received (what the account's state is rebuilt from at start)."""
+        def read(s: Session) -> list[AccountEvent]:
+            rows = s.scalars(select(WhatsAppAccountEventRow).order_by(WhatsAppAccountEventRow.id))
+            return [
+                AccountEvent(
+                    field=row.field, account_id=row.account_id, value=row.value,
+                    occurred_at=None if row.occurred_at is None else utc(row.occurred_at), received_at=utc(row.received_at),
+                )
+                for row in rows
+            ]
+
+        return await self._db.read(read)
+
+
+def _add_account_event(s: Session, event: AccountEvent) -> bool:
+    """Record ``event`` unless a delivery of it already was (earlier in this body too); returns whether it is new."""
+    key = event.key
+    if s.scalar(select(WhatsAppAccountEventRow.id).where(WhatsAppAccountEventRow.key == key)):
+        return False
+    s.add(WhatsAppAccountEventRow(
+        key=key, field=event.field, account_id=event.account_id, value=event.value,
+        occurred_at=event.occurred_at, received_at=event.received_at,
+    ))
+    return True
 
 
 def _apply_status(s: Session, update: StatusUpdate, now: datetime, fallback_codes: Collection[int]) -> None:

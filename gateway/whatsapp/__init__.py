@@ -1,11 +1,12 @@
-"""The WhatsApp channel: Cloud API client, durable outbox sender, webhooks, and the local sandbox.
+"""The WhatsApp channel: Cloud API client, durable outbox sender, webhooks, the account's state, and the local sandbox.
 
 Entry points for the gateway: ``build_whatsapp`` (everything from settings), or the parts —
-``CloudApiClient``, ``OutboxWorker``, ``create_whatsapp_router``, ``Sandbox``.
+``CloudApiClient``, ``OutboxWorker``, ``create_whatsapp_router``, ``AccountHealth``, ``Sandbox``.
 """
 from gateway.signing import sign, signature_valid
 from gateway.timing import Clock, SystemClock, backoff_delay
 from gateway.whatsapp import wire
+from gateway.whatsapp.account import AccountHealth
 from gateway.whatsapp.channel import WhatsAppChannel, build_whatsapp, local_base
 from gateway.whatsapp.client import CloudApiClient, SendResult
 from gateway.whatsapp.errors import (
@@ -29,7 +30,7 @@ from gateway.whatsapp.templates import MessageBuilder, TemplateRegistry
 from gateway.whatsapp.webhooks import InboundEvent, create_whatsapp_router
 
 __all__ = [
-    "Alert", "Clock", "CloudApiClient", "CloudApiError", "DeliveryInDoubt", "FaultRequest", "InboundEvent",
+    "AccountHealth", "Alert", "Clock", "CloudApiClient", "CloudApiError", "DeliveryInDoubt", "FaultRequest", "InboundEvent",
     "InvalidRequestError", "MessageBuildError", "MessageBuilder", "OutboxWorker", "OutsideWindowError",
     "ReengagementError", "ReplyRequest", "RetryableApiError", "Sandbox", "SendNotAttempted", "SendResult",
     "SystemClock", "TemplateError", "TemplateRegistry", "Throttle", "TokenExpiredError", "UndeliverableError",

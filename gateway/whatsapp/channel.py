@@ -1,4 +1,5 @@
-"""Builds the WhatsApp channel from settings: client, sender, webhook router and (with no credentials) the sandbox."""
+"""Builds the WhatsApp channel from settings: client, sender, webhook router, the account's state and (with no
+credentials) the sandbox."""
 from __future__ import annotations
 
 import asyncio
@@ -16,6 +17,7 @@ from pydantic import SecretStr
 from gateway.config import Settings
 from gateway.store import Store
 from gateway.timing import Clock, SystemClock
+from gateway.whatsapp.account import AccountHealth
 from gateway.whatsapp.client import CloudApiClient
 from gateway.whatsapp.outbox import Alert, OutboxWorker
 from gateway.whatsapp.sandbox import Sandbox
@@ -29,7 +31,8 @@ HttpClientFactory = Callable[[], httpx.AsyncClient]
 
 @dataclass
 class WhatsAppChannel:
-    """Everything the gateway wires: ``router`` and ``sandbox.app`` into FastAPI, ``start``/``stop`` into its lifecycle."""
+    """Everything the gateway wires: ``router`` and ``sandbox.app`` into FastAPI, ``start``/``stop`` into its lifecycle,
+    ``account`` into routing and ``/healthz``."""
 
     router: APIRouter
     worker: OutboxWorker
@@ -37,11 +40,15 @@ class WhatsAppChannel:
     sandbox: Sandbox | None
     messages_url: str
     webhook_url: str | None
+    account: AccountHealth
+    _store: Store = field(repr=False)
     _http: list[httpx.AsyncClient] = field(default_factory=list, repr=False)
     _task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     async def start(self) -> None:
-        """Start the sender as a task on the running loop (the HTTP server may come up after it: it retries)."""
+        """Read the account's state back from the store, then start the sender as a task on the running loop
+        (the HTTP server may come up after it: it retries)."""
+        self.account.restore(await self._store.whatsapp.account_events())
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self.worker.run(), name="whatsapp-outbox")
 
@@ -94,6 +101,7 @@ def build_whatsapp(
     # Loopback traffic to the sandbox must not go through an environment proxy.
     factory = http_client_factory or (lambda: httpx.AsyncClient(trust_env=not wa.sandbox))
     registry = TemplateRegistry(wa.templates)
+    account = AccountHealth(wa.template, registry)
     if wa.sandbox:
         # No credentials: a per-process secret and token shared by the sandbox and our side only.
         app_secret = wa.app_secret or SecretStr(secrets.token_hex(32))
@@ -122,10 +130,10 @@ def build_whatsapp(
     )
     router = create_whatsapp_router(
         store=store, app_secret=app_secret, verify_token=wa.verify_token, phone_number_id=wa.phone_number_id,
-        max_body_bytes=wa.webhook_max_body_bytes, clock=clock, on_inbound=on_inbound,
+        max_body_bytes=wa.webhook_max_body_bytes, clock=clock, account=account, on_inbound=on_inbound,
     )
     log.info("whatsapp: %s at %s", "sandbox" if wa.sandbox else "Cloud API", client.messages_url)
     return WhatsAppChannel(
         router=router, worker=worker, client=client, sandbox=sandbox, messages_url=client.messages_url,
-        webhook_url=webhook_url, _http=opened,
+        webhook_url=webhook_url, account=account, _store=store, _http=opened,
     )

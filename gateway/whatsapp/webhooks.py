@@ -1,10 +1,13 @@
-"""``/webhooks/whatsapp``: Meta's verification handshake and the signed ``messages`` webhook.
+"""``/webhooks/whatsapp``: Meta's verification handshake and the signed webhook, every field of it.
 
 A POST is refused before anything is parsed unless its ``X-Hub-Signature-256`` is the
 HMAC-SHA256 of the exact raw body under the app secret; a body over the size limit is
 refused while it is being read. Accepted events are written durably (a few milliseconds)
 and then answered 200 — nothing slow (no outbound call) happens before the answer, and
-anything that reacts to a customer's message runs afterwards as its own task.
+anything that reacts to a customer's message runs afterwards as its own task. ``messages``
+brings statuses and customers' messages; every other field (template status and quality,
+phone number, account updates, and fields Puente does not know) is recorded as received
+and handed to the account's state (``AccountHealth``), so Meta never re-sends it.
 """
 from __future__ import annotations
 
@@ -22,9 +25,10 @@ from pydantic import SecretStr, ValidationError
 
 from gateway.numbers import whatsapp_number
 from gateway.signing import signature_valid
-from gateway.store import InboundRecord, StatusUpdate, Store
+from gateway.store import AccountEvent, InboundRecord, StatusUpdate, Store
 from gateway.timing import Clock
 from gateway.whatsapp import wire
+from gateway.whatsapp.account import AccountHealth
 from gateway.whatsapp.errors import FALLBACK_CODES
 
 log = logging.getLogger(__name__)
@@ -48,7 +52,7 @@ class InboundEvent:
     media: dict[str, Any] | None = None
 
 
-def _timestamp(value: str) -> datetime:
+def _timestamp(value: str | int) -> datetime:
     return datetime.fromtimestamp(int(value), tz=timezone.utc)
 
 
@@ -90,6 +94,7 @@ def create_whatsapp_router(
     phone_number_id: str,
     max_body_bytes: int,
     clock: Clock,
+    account: AccountHealth,
     on_inbound: Callable[[InboundEvent], Awaitable[None]] | None = None,
 ) -> APIRouter:
     router = APIRouter()
@@ -122,36 +127,47 @@ def create_whatsapp_router(
         if not signature_valid(app_secret, bytes(body), request.headers.get(SIGNATURE_HEADER)):
             log.warning("whatsapp webhook: bad or missing signature from %s", request.client.host if request.client else "?")
             return _refuse(401, "invalid signature")
+        now = clock.now()
         try:
             payload = wire.WebhookPayload.model_validate_json(bytes(body))
-            statuses, inbound = _events(payload, phone_number_id)
+            statuses, inbound, events = _events(payload, phone_number_id, now)
         except (ValidationError, ValueError, OverflowError, OSError):
             return _refuse(400, "malformed payload")
-        now = clock.now()
-        fresh = await store.whatsapp.ingest(statuses, inbound, now=now, fallback_codes=FALLBACK_CODES)
-        for event in (_inbound_event(record, call_id) for record, call_id in fresh):
+        fresh = await store.whatsapp.ingest(statuses, inbound, now=now, fallback_codes=FALLBACK_CODES, events=events)
+        for account_event in fresh.events:
+            account.record(account_event)
+        for event in (_inbound_event(record, call_id) for record, call_id in fresh.inbound):
             if on_inbound is not None:
                 task = asyncio.get_running_loop().create_task(_follow_up(on_inbound, event))
                 followups.add(task)
                 task.add_done_callback(followups.discard)
-        return JSONResponse({"received": len(statuses) + len(inbound)})
+        return JSONResponse({"received": len(statuses) + len(inbound) + len(events)})
 
     return router
 
 
-def _events(payload: wire.WebhookPayload, phone_number_id: str) -> tuple[list[StatusUpdate], list[InboundRecord]]:
-    """Everything in the payload for our number, converted before anything is written."""
+def _events(
+    payload: wire.WebhookPayload, phone_number_id: str, now: datetime,
+) -> tuple[list[StatusUpdate], list[InboundRecord], list[AccountEvent]]:
+    """Everything in the payload for our number and our account, converted before anything is written."""
     statuses: list[StatusUpdate] = []
     inbound: list[InboundRecord] = []
+    events: list[AccountEvent] = []
     for entry in payload.entry:
         for change in entry.changes:
-            if change.field != "messages" or change.value.metadata.phone_number_id != phone_number_id:
+            if not isinstance(change, wire.MessagesChange):
+                events.append(AccountEvent(
+                    field=change.field, account_id=entry.id, value=change.received(),
+                    occurred_at=None if entry.time is None else _timestamp(entry.time), received_at=now,
+                ))
+                continue
+            if change.value.metadata.phone_number_id != phone_number_id:
                 continue
             for error in change.value.errors:
                 log.error("whatsapp webhook: platform error %s: %s", error.code, error.title or error.message)
             statuses += [_status(s) for s in change.value.statuses if s.status in _TRACKED_STATUSES]
             inbound += [_inbound(m) for m in change.value.messages]
-    return statuses, inbound
+    return statuses, inbound, events
 
 
 def _inbound_event(record: InboundRecord, call_id: str | None) -> InboundEvent:

@@ -1,8 +1,10 @@
 """The WhatsApp Business Cloud API wire format, as typed pydantic models.
 
 Outbound: ``POST /{version}/{phone_number_id}/messages`` bodies (template, text,
-interactive button/list) and its answers (success, Graph error). Inbound: the
-``messages`` webhook (``statuses`` and customer ``messages``). Field names follow
+interactive button/list) and its answers (success, Graph error). Inbound: the webhook,
+one model per ``field``: ``messages`` (``statuses`` and customer ``messages``), the
+account's management fields (template status, quality and category, phone number
+quality, account updates), and any other field, kept as it came. Field names follow
 Meta's reference exactly; models for what we *receive* ignore unknown fields, since
 Meta adds fields without notice, while models for what we *send* forbid them.
 """
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter
 
 TEXT_BODY_MAX = 4096
 BUTTON_TITLE_MAX = 20
@@ -198,7 +200,7 @@ class ErrorResponse(_In):
     error: GraphError
 
 
-# --- webhooks (field "messages") ---------------------------------------------------------
+# --- webhooks: field "messages" ------------------------------------------------------------
 
 
 class Metadata(_In):
@@ -335,13 +337,150 @@ class ChangeValue(_In):
     errors: list[WebhookError] = Field(default_factory=list)
 
 
-class Change(_In):
+# --- webhooks about the account (template status, quality and category, phone number, account) ---
+
+
+class _Kept(BaseModel):
+    """A management webhook's value: recorded as received, so the fields we do not model are kept too."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class _TemplateRef(_Kept):
+    message_template_id: int | None = None
+    message_template_name: str = Field(..., min_length=1, max_length=512)
+    # "es", "en_US"; Meta's reference also shows "en-US". Absent: the event is about every language.
+    message_template_language: str | None = Field(None, max_length=32)
+
+
+class TemplateOtherInfo(_Kept):
+    title: str | None = None  # FIRST_PAUSE, SECOND_PAUSE, UNPAUSE…
+    description: str | None = None
+
+
+class TemplateRejectionInfo(_Kept):
+    reason: str | None = None
+    recommendation: str | None = None
+
+
+class TemplateStatusUpdate(_TemplateRef):
+    # A str, not a Literal: an event Meta adds later must not make us refuse (and Meta re-send) it.
+    event: str = Field(..., min_length=1, max_length=64)  # APPROVED, PAUSED, DISABLED, REJECTED, PENDING_DELETION…
+    reason: str | None = None  # the rejection reason; "NONE" for a pause; null before a deletion
+    message_template_category: str | None = None
+    other_info: TemplateOtherInfo | None = None
+    rejection_info: TemplateRejectionInfo | None = None
+
+
+class TemplateQualityUpdate(_TemplateRef):
+    previous_quality_score: str | None = None
+    new_quality_score: str = Field(..., min_length=1, max_length=32)  # GREEN, YELLOW, RED, UNKNOWN
+
+
+class TemplateCategoryUpdate(_TemplateRef):
+    previous_category: str | None = None
+    new_category: str | None = None
+    correct_category: str | None = None  # an impending change: the category it gets at category_update_timestamp
+    category_update_timestamp: int | None = None
+
+
+class PhoneNumberQualityUpdate(_Kept):
+    display_phone_number: str | None = None
+    event: str = Field(..., min_length=1, max_length=64)  # ONBOARDING, FLAGGED, UNFLAGGED, DOWNGRADE, UPGRADE…
+    current_limit: str | None = None
+    old_limit: str | None = None
+    max_daily_conversations_per_business: str | None = None
+
+
+class AccountUpdate(_Kept):
+    """``account_update``: violations, restrictions, bans… (their ``*_info`` objects are kept as received)."""
+
+    event: str = Field(..., min_length=1, max_length=64)
+
+
+MESSAGES = "messages"
+TEMPLATE_STATUS = "message_template_status_update"
+TEMPLATE_QUALITY = "message_template_quality_update"
+TEMPLATE_CATEGORY = "template_category_update"
+PHONE_NUMBER_QUALITY = "phone_number_quality_update"
+ACCOUNT_UPDATE = "account_update"
+_OTHER = "other"
+
+
+class MessagesChange(_In):
     field: str
     value: ChangeValue
 
 
+class _AccountChange(_In):
+    field: str = Field(..., min_length=1, max_length=128)
+    value: Any
+
+    def received(self) -> Any:
+        """The value as Meta sent it, for the record."""
+        return self.value.model_dump(mode="json", exclude_unset=True) if isinstance(self.value, BaseModel) else self.value
+
+
+class TemplateStatusChange(_AccountChange):
+    value: TemplateStatusUpdate
+
+
+class TemplateQualityChange(_AccountChange):
+    value: TemplateQualityUpdate
+
+
+class TemplateCategoryChange(_AccountChange):
+    value: TemplateCategoryUpdate
+
+
+class PhoneNumberQualityChange(_AccountChange):
+    value: PhoneNumberQualityUpdate
+
+
+class AccountUpdateChange(_AccountChange):
+    value: AccountUpdate
+
+
+class OtherChange(_AccountChange):
+    """A field Puente does not act on: accepted and recorded as it came."""
+
+
+AccountChange = (
+    TemplateStatusChange | TemplateQualityChange | TemplateCategoryChange | PhoneNumberQualityChange
+    | AccountUpdateChange | OtherChange
+)
+_KNOWN_FIELDS = frozenset({MESSAGES, TEMPLATE_STATUS, TEMPLATE_QUALITY, TEMPLATE_CATEGORY, PHONE_NUMBER_QUALITY, ACCOUNT_UPDATE})
+
+
+def _field_of(change: Any) -> str:
+    field = change.get("field") if isinstance(change, dict) else getattr(change, "field", None)
+    return field if field in _KNOWN_FIELDS else _OTHER
+
+
+# A known field must have its shape (or the body is malformed, 400); any other field is taken as it is.
+Change = Annotated[
+    Annotated[MessagesChange, Tag(MESSAGES)]
+    | Annotated[TemplateStatusChange, Tag(TEMPLATE_STATUS)]
+    | Annotated[TemplateQualityChange, Tag(TEMPLATE_QUALITY)]
+    | Annotated[TemplateCategoryChange, Tag(TEMPLATE_CATEGORY)]
+    | Annotated[PhoneNumberQualityChange, Tag(PHONE_NUMBER_QUALITY)]
+    | Annotated[AccountUpdateChange, Tag(ACCOUNT_UPDATE)]
+    | Annotated[OtherChange, Tag(_OTHER)],
+    Discriminator(_field_of),
+]
+_CHANGE = TypeAdapter(Change)
+
+
+def account_change(field: str, value: Any) -> AccountChange:
+    """A recorded management event as its typed change again (``field`` is never ``messages``)."""
+    change = _CHANGE.validate_python({"field": field, "value": value})
+    assert not isinstance(change, MessagesChange), field
+    return change
+
+
 class Entry(_In):
     id: str
+    time: int | None = Field(None, ge=0, le=10**11)  # unix seconds; management webhooks carry it, messages do not
     changes: list[Change]
 
 

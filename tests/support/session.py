@@ -1,6 +1,6 @@
 """A call session on a test bench: everything around ``gateway.call.session.CallSession`` is a
-stand-in except the routing policy, the prompt library, the endpointer and the context store,
-which are the real ones.
+stand-in except the routing policy, the prompt library, the endpointer, the context store and the
+WhatsApp account's state (what Meta said about the templates), which are the real ones.
 
 - ``FakeTelephony`` notes every command and answers like the SIP edge does: ``play`` returns a
   playback id, a replaced or stopped prompt reports ``PlaybackFinished(interrupted=True)``, and a
@@ -40,6 +40,7 @@ from gateway.call.session import CallSession, CallState, FrameIn, SessionDeps
 from gateway.config import load_settings
 from gateway.numbers import CallerNumber
 from gateway.store import Store, StoreError
+from gateway.whatsapp import AccountHealth
 from models.answers import AnswerResult
 from models.audio import FRAME_BYTES, FRAME_MS, AudioFrame
 from models.endpointing import Endpointer
@@ -47,6 +48,7 @@ from models.transcribe import Transcript
 from models.vad import VoiceActivityDetector
 from nlu.classifier import IntentResult, IntentScore
 from sip.events import CallEnded, CallMediaReady, DtmfReceived, IncomingCall, PlaybackFinished, TransferUpdate
+from tests.support.whatsapp import fresh_account
 
 NUMBER = "+525555550123"
 CALLER = CallerNumber(NUMBER, None)
@@ -415,10 +417,12 @@ async def placed_call(
     settings: dict[str, Any] | None = None,
     store_breaks_at: str | None = None,
     policy: RoutingPolicy | None = None,
+    whatsapp: AccountHealth | None = None,
     on_record: Callable[[dict[str, Any] | None], None] | None = None,
 ) -> AsyncIterator[Call]:
-    """A session for one incoming call, running until the block ends; ``on_record`` gets the call's
-    record (or ``None`` when nothing was recorded) once the block is over."""
+    """A session for one incoming call, running until the block ends; ``whatsapp`` is what Meta said about
+    the account (by default: nothing yet); ``on_record`` gets the call's record (or ``None`` when nothing
+    was recorded) once the block is over."""
     store = Store(f"sqlite:///{db_path}")
     clock = FakeClock()
     config = load_settings(environ={}, overrides=settings or {})
@@ -428,7 +432,8 @@ async def placed_call(
         store=BreakingStore(store, store_breaks_at) if store_breaks_at else store,  # type: ignore[arg-type]
         speech=speech,  # type: ignore[arg-type]
         policy=policy or RoutingPolicy(config.routing), prompts=PromptLibrary(config.languages),
-        endpointer=Endpointer(AnyNonSilence(), config.endpointer_config()), clock=clock,
+        endpointer=Endpointer(AnyNonSilence(), config.endpointer_config()),
+        whatsapp=whatsapp or fresh_account(**(settings or {})), clock=clock,
     )
     incoming = IncomingCall(
         call_id=str(uuid.uuid4()), sip_call_id=f"{uuid.uuid4().hex[:12]}@pbx.test",

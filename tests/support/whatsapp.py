@@ -1,5 +1,6 @@
 """Helpers for tests of the WhatsApp channel: a controllable clock, a real HTTP server on a free
-loopback port, and a call with a deflection decision written the way a call session writes it."""
+loopback port, a call with a deflection decision written the way a call session writes it, and the
+webhooks Meta sends about the account (template status, quality…), shaped as its reference shows."""
 from __future__ import annotations
 
 import asyncio
@@ -8,11 +9,14 @@ import socket
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
 
-from gateway.store import DecisionRecord, NewCall, OutboundMessage, Store
+from gateway.config import load_settings
+from gateway.store import AccountEvent, DecisionRecord, NewCall, OutboundMessage, Store
+from gateway.whatsapp import AccountHealth, TemplateRegistry
 
 #: Settings that make retries, leases and pacing take milliseconds instead of seconds.
 FAST_SETTINGS = {
@@ -109,3 +113,35 @@ async def add_deflection(
 def deflect(store: Store, **kwargs) -> str:
     """``add_deflection`` for synchronous tests (on an event loop of its own)."""
     return asyncio.run(add_deflection(store, **kwargs))
+
+
+#: The webhook entries' time of the account events below (unix seconds): the FakeClock's start.
+T0 = 1736164800
+WABA = "102290129340398"
+
+
+def template_status(event: str, *, name: str = "call_followup", language: str | None = "es", **more: Any) -> dict[str, Any]:
+    """The value of a ``message_template_status_update`` (``language=None``: an event that names none)."""
+    value: dict[str, Any] = {"event": event, "message_template_id": 1689556908129832, "message_template_name": name,
+                             "reason": "NONE", **more}
+    if language is not None:
+        value["message_template_language"] = language
+    return value
+
+
+def account_envelope(field: str, value: Any, *, time: int = T0, account_id: str = WABA) -> dict[str, Any]:
+    """A signed-webhook body carrying one management change, as Meta posts it (no metadata, an entry ``time``)."""
+    return {"object": "whatsapp_business_account",
+            "entry": [{"id": account_id, "time": time, "changes": [{"field": field, "value": value}]}]}
+
+
+def account_event(field: str, value: Any, *, time: int = T0) -> AccountEvent:
+    """The same change as the webhook records it."""
+    at = datetime.fromtimestamp(time, tz=timezone.utc)
+    return AccountEvent(field=field, account_id=WABA, value=value, occurred_at=at, received_at=at)
+
+
+def fresh_account(**settings: Any) -> AccountHealth:
+    """The account's state before Meta said anything, for ``settings`` (default: deflections use call_followup, es and en)."""
+    wa = load_settings(environ={}, overrides=settings).whatsapp
+    return AccountHealth(wa.template, TemplateRegistry(wa.templates))
