@@ -65,7 +65,7 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from gateway.dev.flood import FLOOD_HOST, Flood  # noqa: E402
+from gateway.dev.flood import FLOOD_HOST, burst  # noqa: E402
 from gateway.dev.harness import RunningGateway, start_gateway  # noqa: E402
 from gateway.dev.sipp import Sipp, mulaw, write_rtp_pcap  # noqa: E402
 from models.audio import float32_to_pcm16, frames_from_pcm, load_audio  # noqa: E402
@@ -432,13 +432,7 @@ def flood_during_speech(gateway: RunningGateway, count: int) -> dict:
     level's callers speak: what it was answered, how fast the refusals came, and what the gateway
     counted (``/healthz`` ``sip.invites``)."""
     before = gateway.get("/healthz")["sip"]["invites"]
-    flood = Flood(gateway.sip_port)
-    try:
-        for _ in range(count):
-            flood.invite()
-        flood.collect(time.monotonic() + 5.0, want=count)
-    finally:
-        flood.close()
+    flood = burst(gateway.sip_port, count, wait_s=5.0)
     after = gateway.get("/healthz")["sip"]["invites"]
     codes: dict[str, int] = {}
     for answer in flood.finals.values():

@@ -82,6 +82,10 @@ def base_config(*, max_calls: int, user_agent: str, log_level: int, media_qualit
     cfg.medConfig.noVad = True  # keep RTP (and thus frames) flowing through silence
     cfg.medConfig.ecTailLen = 0  # no echo canceller: there is no speaker here
     cfg.medConfig.quality = media_quality
+    # Our build's policy (scripts/pjsua2/jitter.hpp): jitter buffers never thin the caller's audio to
+    # cut latency. The PyPI wheel lacks it and keeps pjsua's progressive discard.
+    if hasattr(pj, "keepEveryFrame"):
+        pj.keepEveryFrame(cfg.medConfig)
     return cfg, writer
 
 

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
+from collections.abc import Iterator
 
 import pytest
 
@@ -26,6 +28,18 @@ class GatedTranscriber:
         return f"{len(pcm)} bytes"
 
 
+@contextlib.contextmanager
+def pipeline(max_wait_s: float | None) -> Iterator[tuple[SpeechPipeline, GatedTranscriber]]:
+    """One worker over a gated transcriber; released and closed however the test ends."""
+    transcriber = GatedTranscriber()
+    speech = SpeechPipeline(transcriber, classifier=None, workers=1, max_wait_s=max_wait_s)  # type: ignore[arg-type]
+    try:
+        yield speech, transcriber
+    finally:
+        transcriber.release.set()
+        speech.close()
+
+
 async def _timed_once(speech: SpeechPipeline, transcriber: GatedTranscriber, seconds: float) -> None:
     """One utterance that takes ``seconds`` on the worker: the pipeline's first timing."""
     task = asyncio.create_task(speech.transcribe(b"warm", ["es"]))
@@ -37,9 +51,7 @@ async def _timed_once(speech: SpeechPipeline, transcriber: GatedTranscriber, sec
 
 def test_an_utterance_that_would_wait_too_long_is_refused_at_once_and_room_frees_as_work_finishes() -> None:
     async def go() -> None:
-        transcriber = GatedTranscriber()
-        speech = SpeechPipeline(transcriber, classifier=None, workers=1, max_wait_s=0.5)  # type: ignore[arg-type]
-        try:
+        with pipeline(max_wait_s=0.5) as (speech, transcriber):
             await _timed_once(speech, transcriber, 0.2)  # about 0.2 s per utterance from now on
             running = [asyncio.create_task(speech.transcribe(b"x" * n, ["es"])) for n in (1, 2)]
             await asyncio.sleep(0.05)
@@ -59,43 +71,30 @@ def test_an_utterance_that_would_wait_too_long_is_refused_at_once_and_room_frees
             assert (speech.backlog, speech.expected_wait_s) == (0, 0.0)
             assert await speech.transcribe(b"next", ["es"]) == "4 bytes"
             assert transcriber.started == 5  # the refused one never reached Whisper
-        finally:
-            transcriber.release.set()
-            speech.close()
 
     asyncio.run(go())
 
 
 def test_nothing_is_refused_before_the_first_utterance_is_timed() -> None:
     async def go() -> None:
-        transcriber = GatedTranscriber()
-        speech = SpeechPipeline(transcriber, classifier=None, workers=1, max_wait_s=0.0)  # type: ignore[arg-type]
-        try:
+        with pipeline(max_wait_s=0.0) as (speech, transcriber):
             running = [asyncio.create_task(speech.transcribe(b"x", ["es"])) for _ in range(3)]
             await asyncio.sleep(0.05)
             assert speech.backlog == 2 and speech.expected_wait_s == 0.0
             transcriber.release.set()
             assert len(await asyncio.gather(*running)) == 3
-        finally:
-            transcriber.release.set()
-            speech.close()
 
     asyncio.run(go())
 
 
 def test_without_a_bound_every_utterance_waits_its_turn() -> None:
     async def go() -> None:
-        transcriber = GatedTranscriber()
-        speech = SpeechPipeline(transcriber, classifier=None, workers=1)  # type: ignore[arg-type]
-        try:
+        with pipeline(max_wait_s=None) as (speech, transcriber):
             await _timed_once(speech, transcriber, 0.1)
             running = [asyncio.create_task(speech.transcribe(b"x", ["es"])) for _ in range(6)]
             await asyncio.sleep(0.05)
             assert speech.backlog == 5 and speech.expected_wait_s > 0.5
             transcriber.release.set()
             assert len(await asyncio.gather(*running)) == 6
-        finally:
-            transcriber.release.set()
-            speech.close()
 
     asyncio.run(go())

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from gateway.dev.flood import FLOOD_HOST, Flood
+from gateway.dev.flood import FLOOD_HOST, Flood, burst
 from sip import CallScript, SipCaller, SipConfig
 from sip.admission import BUSY_HERE, SERVICE_UNAVAILABLE, Admission
 from sip.capabilities import pjsua2_build
@@ -145,27 +145,15 @@ def _uas(**sip: object) -> UasProcess:
     return UasProcess("--max-calls", "16", *args)
 
 
-def _burst(uas: UasProcess, count: int, host: str = FLOOD_HOST) -> Flood:
-    """``count`` INVITEs from ``host`` at once, their final answers collected (≤ 3 s)."""
-    flood = Flood(uas.port, host)
-    try:
-        for _ in range(count):
-            flood.invite()
-        flood.collect(time.monotonic() + 3.0, want=count)
-    finally:
-        flood.close()
-    return flood
-
-
 @pytest.mark.sip
 def test_invite_flood_from_one_source_is_refused_fast_and_others_are_answered(caller: SipCaller) -> None:
     build = pjsua2_build()
     if build.capped:  # 3 flood calls + the legitimate one + another source's: pjsua itself says 486 past 4
         pytest.skip(f"this pjsua2 build holds {build.max_calls} calls per process; the flood test needs more")
     with _uas(max_calls_per_source=0, invite_rate_per_source=0.5, invite_burst_per_source=3) as uas:
-        flood = _burst(uas, 40)
+        flood = burst(uas.port, 40)
         legit = caller.call(uas.uri("es"), CallScript(hangup_after_s=1.0, max_duration_s=5))
-        other = _burst(uas, 1, host="127.0.0.3")  # another untrusted source: its own limits
+        other = burst(uas.port, 1, host="127.0.0.3")  # another untrusted source: its own limits
 
     codes = sorted(a.code for a in flood.finals.values())
     assert codes == [200] * 3 + [503] * 37, codes
@@ -183,7 +171,7 @@ def test_invite_flood_from_one_source_is_refused_fast_and_others_are_answered(ca
 @pytest.mark.sip
 def test_calls_over_the_per_source_cap_get_486(caller: SipCaller) -> None:
     with _uas(max_calls_per_source=2, invite_rate_per_source=0, ack_timeout_s=4) as uas:
-        flood = _burst(uas, 10)
+        flood = burst(uas.port, 10)
         legit = caller.call(uas.uri("es"), CallScript(hangup_after_s=0.5, max_duration_s=5))
     assert sorted(a.code for a in flood.finals.values()) == [200] * 2 + [486] * 8
     assert legit.connected

@@ -80,3 +80,16 @@ class Flood:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def burst(port: int, count: int, *, host: str = FLOOD_HOST, wait_s: float = 3.0) -> Flood:
+    """``count`` INVITEs at once from ``host`` to ``127.0.0.1:port``, their final answers collected
+    (for at most ``wait_s``); the socket is closed after."""
+    flood = Flood(port, host)
+    try:
+        for _ in range(count):
+            flood.invite()
+        flood.collect(time.monotonic() + wait_s, want=count)
+    finally:
+        flood.close()
+    return flood

@@ -28,7 +28,7 @@ repo=$(cd "$here/../.." && pwd)
 # shellcheck source=config.sh
 . "$here/config.sh"
 
-KEY_FILES=(config.sh build.sh wheel.py frame_tap.hpp frame_tap.i)   # everything that decides what the wheel contains
+KEY_FILES=(config.sh build.sh wheel.py puente.i frame_tap.hpp jitter.hpp)   # everything that decides what the wheel contains
 BUILD_DEPS=(build-essential pkg-config swig libopus-dev libssl-dev)
 
 say() { echo "pjsua2: $*" >&2; }
@@ -118,10 +118,10 @@ compile() {  # unpack, configure, build and check; the module ends up in $work/s
   grep -q ioqueue_epoll pjlib/build/os-auto.mak || { echo "configure did not select the epoll ioqueue"; exit 1; }
   make dep
   make -j"$MAKE_JOBS" lib        # the libraries only: pjproject's sample apps and tests are not needed
-  # Puente's FrameTap (frame_tap.hpp) goes into the same module: SWIG finds both files in the
-  # folder it runs in, and the wrapper's C++ includes the header from there.
-  cp "$here/frame_tap.hpp" "$here/frame_tap.i" pjsip-apps/src/swig/python/
-  printf '\n%%include "frame_tap.i"\n' >> pjsip-apps/src/swig/pjsua2.i
+  # Puente's additions (puente.i: the FrameTap, the jitter-buffer policy) go into the same module:
+  # SWIG finds the files in the folder it runs in, and the wrapper's C++ includes them from there.
+  cp "$here/puente.i" "$here/frame_tap.hpp" "$here/jitter.hpp" pjsip-apps/src/swig/python/
+  printf '\n%%include "puente.i"\n' >> pjsip-apps/src/swig/pjsua2.i
   make -C pjsip-apps/src/swig/python pjsua2_wrap.cpp
   cd pjsip-apps/src/swig/python
   "$py" setup.py build --build-base "$work/pybuild" --build-lib "$work/stage"

@@ -7,7 +7,7 @@
  * the clock thread copies the frame under a mutex and returns; the reader (Puente's SIP thread)
  * drains every tap about once a frame time and hands whole frames on from there.
  *
- * Compiled into the pjsua2 module by scripts/pjsua2/build.sh (frame_tap.i wraps it). Ours, not
+ * Compiled into the pjsua2 module by scripts/pjsua2/build.sh (puente.i wraps it). Ours, not
  * pjproject's: it uses only pjsua2's public AudioMedia API and pjmedia's port interface.
  */
 #ifndef PUENTE_FRAME_TAP_HPP
