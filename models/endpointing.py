@@ -140,9 +140,10 @@ class Endpointer:
         self._turn_start_ms: int | None = None
         self._no_input_pending = True
         self._last_index: int | None = None
-        # Waiting for speech: the recent frames (pre-roll + start window) and their VAD votes.
-        self._recent: deque[tuple[AudioFrame, bool]] = deque()
-        self._voiced_recently: deque[int] = deque()  # indices of the voiced frames in _recent's start window
+        # Waiting for speech: the recent frames (pre-roll + start window), and the indices of the
+        # voiced ones among the start window's.
+        self._recent: deque[AudioFrame] = deque()
+        self._voiced_recently: deque[int] = deque()
         # Inside an utterance:
         self._speaking = False
         self._pcm: list[bytes] = []
@@ -208,32 +209,27 @@ class Endpointer:
         cfg = self._turn_config
         pre_roll_frames = math.ceil(cfg.pre_roll_ms / FRAME_MS)
         window_frames = cfg.start_window_frames
-        self._recent.append((frame, voiced))
+        self._recent.append(frame)
         while len(self._recent) > pre_roll_frames + window_frames:
             self._recent.popleft()
-        # The voiced frames of the window, kept as it slides: most frames (silence, or a caller on
-        # hold) are settled by this count alone, without building the window below.
+        # The voiced frames of the start window, kept as it slides. Only frames within
+        # window_frames of this one count, so a gap in the stream shrinks the window.
         if voiced:
             self._voiced_recently.append(frame.index)
         while self._voiced_recently and frame.index - self._voiced_recently[0] >= window_frames:
             self._voiced_recently.popleft()
         if len(self._voiced_recently) < cfg.start_voiced_frames:
             return None
-        window = list(self._recent)[-window_frames:]
-        # Only frames that are contiguous with this one count (a gap resets the window).
-        window = [(f, v) for f, v in window if frame.index - f.index < cfg.start_window_frames]
-        if sum(v for _, v in window) < cfg.start_voiced_frames:
-            return None
-        onset = next(f for f, v in window if v)
+        onset_index, last_voiced_index = self._voiced_recently[0], self._voiced_recently[-1]
         self._speaking = True
         self._no_input_pending = False
-        self._start_ms = onset.start_ms
-        self._speech_end_ms = frame.end_ms if voiced else max(f.end_ms for f, v in window if v)
-        first_index = max(onset.index - pre_roll_frames, self._recent[0][0].index)
+        self._start_ms = onset_index * FRAME_MS
+        self._speech_end_ms = (last_voiced_index + 1) * FRAME_MS
+        first_index = max(onset_index - pre_roll_frames, self._recent[0].index)
         self._pcm_start_index = first_index
         self._pcm = []
         expected = first_index
-        for f, _ in self._recent:
+        for f in self._recent:
             if f.index < first_index:
                 continue
             self._pcm.extend([bytes(FRAME_BYTES)] * (f.index - expected))
@@ -241,7 +237,7 @@ class Endpointer:
             expected = f.index + 1
         self._recent.clear()
         self._voiced_recently.clear()
-        return SpeechStarted(start_ms=onset.start_ms)
+        return SpeechStarted(start_ms=self._start_ms)
 
     def _check_end(self, frame: AudioFrame) -> UtteranceEnded | None:
         cfg = self._turn_config

@@ -317,13 +317,16 @@ class CallSession:
     async def _asr_saturated(self, exc: AsrSaturated, end_arrival: float, detected_arrival: float) -> None:
         """Whisper is too far behind: the caller is not made to wait for it, but goes the voice
         way now (an agent, or the hold queue), as a caller who asked for a person would."""
-        await self._event("asr_saturated", {"waiting": exc.waiting, "expected_wait_s": round(exc.expected_wait_s, 2)})
+        await self._saturated(exc)
         await self._enter(CallState.DECIDING)
         timings = {
             "endpointing_ms": _ms(detected_arrival - end_arrival),
             "end_of_speech_to_decision_ms": _ms(self._deps.clock() - end_arrival),
         }
         await self._decide_and_act(Decision("voice", str(exc)), Understanding(None, 0.0), utterance_seq=None, timings=timings)
+
+    async def _saturated(self, exc: AsrSaturated) -> None:
+        await self._event("asr_saturated", {"waiting": exc.waiting, "expected_wait_s": round(exc.expected_wait_s, 2)})
 
     def _transcription_languages(self) -> list[str]:
         return [self.language] if self.language else list(self._line.languages)
@@ -461,7 +464,7 @@ class CallSession:
         try:
             answer = await self._deps.speech.recognize_yes_no(event.pcm, self.language or self._line.languages[0])
         except AsrSaturated as exc:
-            await self._event("asr_saturated", {"waiting": exc.waiting, "expected_wait_s": round(exc.expected_wait_s, 2)})
+            await self._saturated(exc)
             await self._settle_consent(None, str(exc))
             return
         await self._event("consent_answer", {"choice": answer.choice, "score": answer.score, "margin": answer.margin})
@@ -505,7 +508,7 @@ class CallSession:
         try:
             transcript = await self._deps.speech.transcribe(partial.pcm, self._transcription_languages())
         except AsrSaturated as exc:
-            await self._event("asr_saturated", {"waiting": exc.waiting, "expected_wait_s": round(exc.expected_wait_s, 2)})
+            await self._saturated(exc)
             return
         seq = len(self._progress.utterances) + 1
         await self._save_utterance(seq, partial, transcript, {"transcription_ms": _ms(transcript.elapsed_s)})
