@@ -65,6 +65,9 @@ class SipConfig:
     codecs: tuple[str, ...] = ("opus/48000", "G722/16000", "PCMU/8000", "PCMA/8000")
     rtp_port: int = 40000
     rtp_port_range: int = 2000
+    # Inbound calls held at once (more: 486). Agent legs the gateway dials (SipEndpoint.dial) are not
+    # counted: pjsua gets 2 * max_calls + 8 call slots (one agent leg per call, plus headroom to reject),
+    # bounded by the build's PJSUA_MAX_CALLS (512 on Puente's build, 4 on the PyPI wheel).
     max_calls: int = 32
     user_agent: str = "Puente"
     log_level: int = 0

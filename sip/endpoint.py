@@ -19,13 +19,16 @@ from sip.media import WavCache
 from sip.message import addr_spec, app_headers, refer_to_uri, request_uri, split_host_port, uri_user
 from sip.runtime import SipThread, base_config, describe, ioqueue_name, set_transaction_timeout, weakly
 from sip.security import apply_srtp, tls_config
-from sip.session import InboundCall, call_op, notify_handler
+from sip.session import CallLeg, InboundCall, OutboundCall, call_op, notify_handler
 
 log = logging.getLogger("puente.sip")
 
 # pjsua needs a call slot even to reject a call with 403/486, so it gets a few
 # more slots than the calls we accept.
 _REJECT_HEADROOM = 8
+# Agent legs (dial) are not counted against max_calls, but each takes a pjsua call slot: there
+# are slots for one agent leg per admitted inbound call (see pjsua_max_calls).
+_LEGS_PER_CALL = 1
 # pjsua opens a call's RTP/RTCP sockets before onIncomingCall, and a closed
 # socket stays in pjlib's ioqueue for 500 ms; the wheel's select() ioqueue
 # holds 64, and running out is an assertion (abort). Holding each rejected
@@ -40,6 +43,12 @@ _REJECT_AFTER_S = 0.1
 #: (403), the node holds max_calls (486), its source holds max_calls_per_source (486), or its source
 #: sends INVITEs over invite_rate_per_source (503 + Retry-After).
 INVITE_OUTCOMES = ("admitted", "not_allowed", "node_full", "source_busy", "source_rate")
+
+
+def pjsua_max_calls(max_calls: int, build_cap: int) -> int:
+    """pjsua's call slots for ``max_calls`` inbound calls: each with its agent leg, plus the
+    reject headroom, bounded by the build's PJSUA_MAX_CALLS (pjsua would lower it silently)."""
+    return min((1 + _LEGS_PER_CALL) * max_calls + _REJECT_HEADROOM, build_cap)
 
 
 class _Account(pj.Account):
@@ -76,13 +85,14 @@ class SipEndpoint:
         self._sip = SipThread("puente-sip", self)
         self._account: _Account | None = None
         self._log_writer: pj.LogWriter | None = None
-        self._calls: dict[str, InboundCall] = {}  # the only owner of each call; SIP thread only
+        self._calls: dict[str, CallLeg] = {}  # the only owner of each call, either way; SIP thread only
         self._rejected: set[_Rejected] = set()  # SIP thread only
         self._admission = Admission(
             max_calls=config.max_calls_per_source, rate=config.invite_rate_per_source,
             burst=config.invite_burst_per_source, trusted_networks=config.trusted_networks,
         )  # SIP thread only
-        self._sources: dict[str, str] = {}  # call_id -> source IP of each admitted call; SIP thread only
+        # call_id -> source IP of each admitted inbound call (so its size is their count); SIP thread only
+        self._sources: dict[str, str] = {}
         self._refuse_at_once = False  # see _REJECT_AFTER_S
         # What became of every new INVITE since start; keys fixed here, so other threads may copy it.
         self._offered = dict.fromkeys(INVITE_OUTCOMES, 0)
@@ -118,7 +128,7 @@ class SipEndpoint:
 
     @property
     def active_calls(self) -> tuple[str, ...]:
-        """Our ids of the calls that have not ended."""
+        """Our ids of the calls (inbound, and legs we dialled) that have not ended."""
         return self._active
 
     @property
@@ -138,8 +148,28 @@ class SipEndpoint:
 
     # -- commands (any thread) ------------------------------------------------
 
+    def dial(self, target_uri: str, headers: dict[str, str]) -> str:
+        """Call ``target_uri`` (e.g. an agent) from the gateway's account, ``headers`` on the INVITE.
+
+        Returns the new leg's id at once; it names the leg in events and commands like any call:
+        DialProgress for 180/183, CallMediaReady once answered, CallEnded exactly once (refused,
+        cancelled by ``hangup`` before the answer: 487, not sendable: 500, or ended after the
+        answer). The leg's audio goes to no handler: ``bridge`` it to a call. Legs do not count
+        against ``max_calls``.
+        """
+        leg_id = str(uuid.uuid4())
+        headers = dict(headers)  # the caller's dict may change before the SIP thread reads it
+        self._sip.submit(lambda: self._dial(leg_id, target_uri, headers))
+        return leg_id
+
+    def bridge(self, a_call_id: str, b_call_id: str) -> None:
+        """Stop any prompt on either call and connect their audio both ways; if either has
+        ended by then, nothing happens (its CallEnded was sent). When one of them ends, the
+        other stays up, hearing nothing from it: hanging it up is the caller's decision."""
+        self._sip.submit(lambda: self._bridge(a_call_id, b_call_id))
+
     def play(self, call_id: str, wav_path: Path) -> str:
-        """Play a WAV (any PCM rate) to the caller, replacing any current prompt.
+        """Play a WAV (any PCM rate) to the call, replacing any current prompt.
 
         Returns the playback id that the matching PlaybackFinished carries.
         A WAV that is not 16 kHz mono 16-bit is converted with sox here, in
@@ -166,7 +196,8 @@ class SipEndpoint:
         self._command(call_id, lambda call: call.listen(on))
 
     def hangup(self, call_id: str, status_code: int | None = None) -> None:
-        """End the call: a BYE once answered, else ``status_code`` (default 603) as final response."""
+        """End the call: a BYE once answered; before that, an inbound call gets ``status_code``
+        (default 603) as final response and a dialled leg is cancelled (it ends with 487)."""
         self._command(call_id, lambda call: call.hangup_local(status_code))
 
     def transfer(self, call_id: str, target_uri: str, headers: dict[str, str]) -> None:
@@ -187,8 +218,8 @@ class SipEndpoint:
     def setup(self, ep: pj.Endpoint) -> None:
         cfg = self.config
         ep_cfg, self._log_writer = base_config(
-            max_calls=cfg.max_calls + _REJECT_HEADROOM, user_agent=cfg.user_agent, log_level=cfg.log_level,
-            media_quality=cfg.media_quality,
+            max_calls=pjsua_max_calls(cfg.max_calls, pj.UaConfig().maxCalls),  # UaConfig's default is the build's cap
+            user_agent=cfg.user_agent, log_level=cfg.log_level, media_quality=cfg.media_quality,
         )
         ep.libInit(ep_cfg)
         if not set_transaction_timeout(cfg.ack_timeout_s):
@@ -263,8 +294,8 @@ class SipEndpoint:
             self._offered["not_allowed"] += 1
             self._reject(prm.callId, 403)
             return
-        if len(self._calls) >= self.config.max_calls:
-            log.warning("rejecting call from %s: %d calls already up", source, len(self._calls))
+        if len(self._sources) >= self.config.max_calls:  # inbound calls only: agent legs have their own slots
+            log.warning("rejecting call from %s: %d calls already up", source, len(self._sources))
             self._offered["node_full"] += 1
             self._reject(prm.callId, 486)
             return
@@ -318,7 +349,22 @@ class SipEndpoint:
         answer = weakly(call.answer)
         self._sip.call_later(_REJECT_AFTER_S, lambda: answer(call_op(status_code, headers)))
 
-    def _on_call_ended(self, call: InboundCall) -> None:
+    def _dial(self, leg_id: str, target_uri: str, headers: dict[str, str]) -> None:
+        assert self._account is not None
+        leg = OutboundCall(self._account, leg_id, self._handler, self._sip, self._on_call_ended)
+        self._calls[leg_id] = leg
+        self._publish()
+        leg.place(target_uri, headers)  # a failure ends the leg (CallEnded) through _on_call_ended
+
+    def _bridge(self, a_call_id: str, b_call_id: str) -> None:
+        a, b = self._calls.get(a_call_id), self._calls.get(b_call_id)
+        if a is None or b is None or a is b:
+            log.info("bridge of %s and %s ignored: %s", a_call_id, b_call_id,
+                     "the same call" if a is b and a is not None else "a call has ended")
+            return
+        a.bridge(b)
+
+    def _on_call_ended(self, call: CallLeg) -> None:
         # Inside the call's DISCONNECTED callback: after this, nothing owns it.
         self._calls.pop(call.call_id, None)
         source = self._sources.pop(call.call_id, None)
@@ -328,7 +374,7 @@ class SipEndpoint:
         self._publish()
 
     def _command(
-        self, call_id: str, action: Callable[[InboundCall], None], gone: CallEvent | None = None
+        self, call_id: str, action: Callable[[CallLeg], None], gone: CallEvent | None = None
     ) -> None:
         """Queue ``action`` for the call; if the call is gone by then, report ``gone`` instead."""
 

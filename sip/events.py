@@ -61,8 +61,18 @@ class TransferUpdate:
 
 
 @dataclass(frozen=True, slots=True)
+class DialProgress:
+    """A provisional response (180 ringing, 183 progress) to a call we placed; once per code."""
+
+    call_id: str
+    status_code: int
+
+
+@dataclass(frozen=True, slots=True)
 class CallEnded:
-    """Sent exactly once per call that reached the handler."""
+    """Sent exactly once per call that reached the handler, and per placed call (``dial``):
+    refused (``sip_status`` 486, 603, 404, 408…), cancelled by us (487), never sent (500) or
+    ended after the answer."""
 
     call_id: str
     by: Literal["remote", "local"]
@@ -70,7 +80,7 @@ class CallEnded:
     sip_status: int
 
 
-CallEvent: TypeAlias = CallMediaReady | DtmfReceived | PlaybackFinished | TransferUpdate | CallEnded
+CallEvent: TypeAlias = CallMediaReady | DialProgress | DtmfReceived | PlaybackFinished | TransferUpdate | CallEnded
 
 
 class CallHandler(Protocol):

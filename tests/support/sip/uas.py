@@ -11,7 +11,12 @@ the JSON stream stays clean. Test reactions:
 * ``--greet`` plays a prompt as soon as media is ready, ``--hangup-after``
   hangs every call up that many seconds after media is ready;
 * with ``--record DIR``, what a call to user ``record`` sent is written to
-  ``DIR/<call_id>.pcm`` when it ends (a ``recorded`` event names the file).
+  ``DIR/<call_id>.pcm`` when it ends (a ``recorded`` event names the file);
+* calls to user ``busy`` are refused with 486;
+* with ``--bridge`` it acts as a B2BUA: once a call's media is up it dials the URI in the
+  call's ``X-Bridge-To`` header with X-Puente context headers (a ``dial`` event names the leg)
+  and bridges the two when the leg answers (a ``bridge`` event); DTMF ``0`` hangs the leg up,
+  and the leg is hung up 0.5 s after its caller's call ended.
 """
 from __future__ import annotations
 
@@ -74,6 +79,9 @@ class RecordingHandler:
         self._stats: dict[str, FrameStats] = {}
         self._to_user: dict[str, str] = {}
         self._recordings: dict[str, bytearray] = {}
+        self._bridge_to: dict[str, str] = {}  # caller's call id -> the URI to dial (--bridge)
+        self._leg_of: dict[str, str] = {}  # caller's call id -> its agent leg
+        self._caller_of: dict[str, str] = {}  # agent leg -> its caller's call id
         self.endpoint: SipEndpoint | None = None
 
     def emit(self, record: dict) -> None:
@@ -86,7 +94,12 @@ class RecordingHandler:
         self._to_user[call.call_id] = call.to_user
         if self._args.record and call.to_user == "record":
             self._recordings[call.call_id] = bytearray()
+        if self._args.bridge and "X-Bridge-To" in call.headers:
+            self._bridge_to[call.call_id] = call.headers["X-Bridge-To"]
         self.emit({"event": "incoming", **dataclasses.asdict(call)})
+        if call.to_user == "busy":
+            assert self.endpoint is not None
+            self.endpoint.hangup(call.call_id, 486)
 
     def on_frame(self, call_id: str, frame: AudioFrame) -> None:
         self._stats[call_id].add(frame)
@@ -112,6 +125,8 @@ class RecordingHandler:
         ep, args = self.endpoint, self._args
         assert ep is not None
         call_id = event.call_id
+        if self._bridge(event):
+            return
         if isinstance(event, CallMediaReady):
             if self._to_user.get(call_id) == "agent":
                 threading.Timer(1.0, ep.hangup, (call_id,)).start()
@@ -128,8 +143,33 @@ class RecordingHandler:
                 ep.transfer(call_id, args.transfer_to, headers)
             elif event.digit == "#":
                 ep.hangup(call_id)
+            elif event.digit == "0" and call_id in self._leg_of:
+                ep.hangup(self._leg_of[call_id])
         elif isinstance(event, TransferUpdate) and event.final and 200 <= event.status_code < 300:
             ep.hangup(call_id)
+
+    def _bridge(self, event: CallEvent) -> bool:
+        """--bridge: dial the agent for a caller, bridge them on answer; True if the event was a leg's."""
+        ep = self.endpoint
+        assert ep is not None
+        call_id = event.call_id
+        if call_id in self._caller_of:
+            caller = self._caller_of[call_id]
+            if isinstance(event, CallMediaReady):
+                ep.bridge(caller, call_id)
+                self.emit({"event": "bridge", "call_id": caller, "leg_id": call_id})
+            return True
+        if isinstance(event, CallMediaReady) and call_id in self._bridge_to:
+            headers = {"X-Puente-Call-Id": call_id, "X-Puente-Intent": "billing dispute",
+                       "X-Puente-Language": "es", "X-Puente-Wait-S": "42",
+                       "X-Puente-Context-Url": f"http://127.0.0.1:8080/calls/{call_id}"}
+            leg = ep.dial(self._bridge_to[call_id], headers)
+            self._stats[leg] = FrameStats()  # a leg must deliver no frames: its count shows it
+            self._leg_of[call_id], self._caller_of[leg] = leg, call_id
+            self.emit({"event": "dial", "call_id": call_id, "leg_id": leg, "headers": headers})
+        elif isinstance(event, CallEnded) and call_id in self._leg_of:
+            threading.Timer(0.5, ep.hangup, (self._leg_of[call_id],)).start()
+        return False
 
 
 def main() -> int:
@@ -145,6 +185,7 @@ def main() -> int:
     parser.add_argument("--transfer-to")
     parser.add_argument("--hangup-after", type=float)
     parser.add_argument("--record", type=Path, help="write what calls to user 'record' sent here")
+    parser.add_argument("--bridge", action="store_true", help="dial each call's X-Bridge-To and bridge them")
     parser.add_argument("--log-level", type=int, default=0)
     parser.add_argument("--sip", action="append", default=[], metavar="FIELD=JSON",
                         help="any other SipConfig field, value as JSON (repeatable)")
