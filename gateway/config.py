@@ -255,16 +255,89 @@ class RoutingSettings(_Section):
     min_confidence: float = Field(0.5, ge=0.0, le=1.0, description="Below this the caller is reprompted.")
     max_reprompts: int = Field(1, ge=0, description="Reprompts on low confidence before voice.")
     max_no_input: int = Field(2, ge=0, description="Prompts after silence (no-input, then reprompt) before voice.")
-    agent_uri: str | None = Field(None, description="SIP URI voice calls are transferred to (REFER); none: hold.")
-    hold_timeout_s: float = Field(60.0, gt=0, description="With no agent URI, how long the caller holds before goodbye.")
+    agent_uri: str | None = Field(None, description="With no queues: SIP URI voice calls are transferred to (REFER); none: hold.")
+    hold_timeout_s: float = Field(60.0, gt=0, description="With no queues and no agent URI, how long the caller holds before goodbye.")
+    skills: dict[str, str] = Field(
+        default_factory=dict, description="Intent → queue (skill) of its voice calls; intents left out wait in default_queue.",
+    )
+    default_queue: str | None = Field(None, description="The queue of voice calls whose intent names none; default: the first queue.")
+    priorities: dict[str, int] = Field(
+        default_factory=lambda: {"fraud_or_loss": 10},
+        description="Intent → priority in its queue (higher is served first; default 0).",
+    )
 
-    @field_validator("routes")
+    @field_validator("routes", "skills", "priorities")
     @classmethod
-    def _known_intents(cls, value: dict[str, str]) -> dict[str, str]:
+    def _known_intents(cls, value: dict[str, object]) -> dict[str, object]:
         unknown = sorted(set(value) - set(INTENTS))
         if unknown:
             raise ValueError(f"unknown intents {unknown}; the taxonomy is {list(INTENTS)}")
         return value
+
+
+class AgentSettings(_Section):
+    """An agent's phone: a SIP URI that takes one call at a time."""
+
+    id: str = Field(..., pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Names the agent in events and /v1/queues.")
+    uri: str = Field(..., pattern=r"^sips?:", description="Where the gateway calls the agent.")
+
+
+class OfferSettings(_Section):
+    """The WhatsApp offer to a caller whose wait passes the queue's SLA."""
+
+    enabled: bool = Field(True, description="Offer WhatsApp to waiting callers; off: callers only wait.")
+    max_offers: int = Field(2, ge=0, description="Offers to one caller at most (an ignored offer counts).")
+    interval_s: float = Field(45.0, gt=0, description="Least time between two offers to one caller.")
+    check_interval_s: float = Field(5.0, gt=0, description="How often a waiting caller's wait is compared with the SLA.")
+    intents: list[str] | None = Field(None, description="Intents offered WhatsApp; none: every intent of the queue.")
+    hours: list[str] = Field(
+        default_factory=lambda: ["mon-sun 00:00-24:00"],
+        description='When offers are made, in offer.timezone: "mon-fri 08:00-20:00", "sat 09:00-14:00"…',
+    )
+    timezone: str = Field("America/Mexico_City", description="IANA time zone of the hours.")
+    holdout_share: float = Field(
+        0.0, ge=0.0, le=1.0, description="Share of callers never offered (drawn at random, recorded), to measure the offer's effect.",
+    )
+    silence_ms: int = Field(400, ge=100, description="Trailing silence that ends the yes/no answer to the offer.")
+    no_input_ms: int = Field(4000, ge=500, description="How long to wait for the answer after the offer.")
+
+    @field_validator("intents")
+    @classmethod
+    def _known(cls, value: list[str] | None) -> list[str] | None:
+        unknown = sorted(set(value or ()) - set(INTENTS))
+        if unknown:
+            raise ValueError(f"unknown intents {unknown}; the taxonomy is {list(INTENTS)}")
+        return value
+
+
+class RecoverySettings(_Section):
+    """The WhatsApp message to a caller who hung up before being served."""
+
+    enabled: bool = Field(True, description="Message callers who abandoned (with consent, or when consent is not required).")
+    delay_s: float = Field(60.0, ge=0, description="Wait after the hang-up before the message is sent.")
+    min_abandon_s: float = Field(10.0, ge=0, description="Callers who hung up sooner after stating their reason get nothing.")
+    window_s: float = Field(86_400.0, gt=0, description="At most one recovery per number in this window.")
+
+
+class QueueSettings(_Section):
+    """A voice queue (one skill): its agents, its SLA, the WhatsApp offer and abandon recovery."""
+
+    agents: list[AgentSettings] = Field(default_factory=list, description="The agents serving this queue.")
+    sla_s: float = Field(60.0, gt=0, description="Answer-time target: a longer estimated or actual wait triggers the offer.")
+    ring_timeout_s: float = Field(15.0, gt=0, description="An agent who does not answer within this is skipped.")
+    wrap_up_s: float = Field(10.0, ge=0, description="After a call, the agent's time before the next one.")
+    max_wait_s: float = Field(900.0, gt=0, description="A caller still waiting after this hears goodbye (and is recovered).")
+    default_handle_time_s: float = Field(240.0, gt=0, description="Mean handle time assumed until enough calls were handled.")
+    default_patience_s: float = Field(180.0, gt=0, description="Mean patience assumed until enough callers abandoned.")
+    offer: OfferSettings = OfferSettings()
+    recovery: RecoverySettings = RecoverySettings()
+
+    @model_validator(mode="after")
+    def _unique_agents(self) -> "QueueSettings":
+        ids = [a.id for a in self.agents]
+        if len(ids) != len(set(ids)):
+            raise ValueError(f"agent ids repeat: {sorted({i for i in ids if ids.count(i) > 1})}")
+        return self
 
 
 class WhatsAppButton(_Section):
@@ -467,6 +540,9 @@ class Settings(_Section):
     )
     whatsapp: WhatsAppSettings = WhatsAppSettings()
     flows: FlowSettings = FlowSettings()
+    queues: dict[str, QueueSettings] = Field(
+        default_factory=dict, description="Queue (skill) name → queue; none: voice calls follow routing.agent_uri or hold.",
+    )
     prompts_dir: Path | None = Field(None, description="Directory of <lang>/<prompt>.wav; default: the bundled prompts.")
 
     def line(self, extension: str) -> LineSettings:
@@ -492,6 +568,28 @@ class Settings(_Section):
             num_workers=self.asr.workers,  # YAML key kept from before the part's name
             languages=self.languages,  # callers may speak what their lines allow, nothing else
         )
+
+    def queue_of(self, intent: str | None) -> str | None:
+        """The queue a voice call with ``intent`` waits in, or None when no queues are configured."""
+        if not self.queues:
+            return None
+        return self.routing.skills.get(intent or "") or self.routing.default_queue or next(iter(self.queues))
+
+    @model_validator(mode="after")
+    def _queues_exist(self) -> "Settings":
+        named = {*self.routing.skills.values(), *([self.routing.default_queue] if self.routing.default_queue else [])}
+        missing = sorted(named - set(self.queues))
+        if missing:
+            raise ValueError(f"routing names queues that are not configured: {missing}")
+        # An agent listed in several queues has several skills: one phone, one call at a time.
+        uris: dict[str, set[str]] = {}
+        for queue in self.queues.values():
+            for agent in queue.agents:
+                uris.setdefault(agent.id, set()).add(agent.uri)
+        clashing = sorted(agent for agent, seen in uris.items() if len(seen) > 1)
+        if clashing:
+            raise ValueError(f"agents listed with different URIs in different queues: {clashing}")
+        return self
 
     @model_validator(mode="after")
     def _parts_accept(self) -> "Settings":

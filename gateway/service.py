@@ -22,7 +22,9 @@ from gateway.call.speech import SpeechPipeline
 from gateway.config import Settings
 from gateway.flows import FlowEngine
 from gateway.numbers import caller_number
-from gateway.store import Store
+from gateway.queue.dispatcher import Dispatcher
+from gateway.queue.journal import QueueJournal
+from gateway.store import Store, utcnow
 from gateway.whatsapp import WhatsAppChannel, build_whatsapp, local_base
 from models import AudioFrame, Endpointer, Transcriber, WebRtcVad
 from nlu import IntentClassifier, IntentModel, RasaClassifier, load_or_train_default
@@ -39,6 +41,7 @@ class StartupReport:
     asr_model: str
     nlu_version: str
     interrupted_calls_closed: int
+    interrupted_waits: int  # callers a stop or crash cut off in a voice queue
 
 
 def load_classifier(settings: Settings) -> IntentClassifier:
@@ -69,6 +72,8 @@ class Gateway:
         self.pjsua2: PjsuaBuild | None = None
         self.whatsapp: WhatsAppChannel | None = None
         self.flows: FlowEngine | None = None
+        self.queues: Dispatcher | None = None
+        self._journal = QueueJournal()
         self._policy = RoutingPolicy(settings.routing)
         self._prompts: PromptLibrary | None = None
         self.started_at: float | None = None
@@ -85,6 +90,7 @@ class Gateway:
         self._prompts = PromptLibrary(s.languages, s.prompts_dir)
         self.store = Store(s.database.url)
         closed = await self.store.calls.close_interrupted("gateway restarted while the call was up")
+        cut_off = await self.store.queue.close_interrupted(utcnow())
         # Self-service flows answer the customer's WhatsApp replies (FlowError on a bad flows file).
         self.flows = FlowEngine(self.store, s.flows, backend_url=local_base(s) + "/demo-backend")
         # Sandbox unless whatsapp.access_token is set; the sender retries until the HTTP server is up.
@@ -104,9 +110,16 @@ class Gateway:
             log.warning("sip: sip.max_calls is %d, but this pjsua2 build holds %d calls per process",
                         s.sip.max_calls, self.pjsua2.max_calls)
         self.sip = SipEndpoint(s.sip_config(), handler=self)
+        if s.queues:
+            self._journal.start()
+            self.queues = Dispatcher(
+                s.queues, telephony=self.sip, store=self.store, journal=self._journal,
+                schedule=lambda delay, fn: self._loop.call_later(delay, fn),
+            )
+            self.queues.start()
         await asyncio.to_thread(self.sip.start)
         self.started_at = time.time()
-        return StartupReport(self.speech.asr_model, self.speech.nlu_version, closed)
+        return StartupReport(self.speech.asr_model, self.speech.nlu_version, closed, len(cut_off))
 
     async def stop(self) -> None:
         if self.sip is not None:
@@ -114,6 +127,7 @@ class Gateway:
             await asyncio.to_thread(self.sip.stop)
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=10)
+        await self._journal.stop()
         if self.flows is not None:
             await self.flows.stop()
         if self.whatsapp is not None:
@@ -141,7 +155,8 @@ class Gateway:
         endpointer = Endpointer(WebRtcVad(s.endpointing.vad_aggressiveness), s.endpointer_config())
         deps = SessionDeps(
             settings=s, telephony=self.sip, store=self.store, speech=self.speech, policy=self._policy,
-            prompts=self._prompts, endpointer=endpointer, whatsapp=self.whatsapp.account,
+            prompts=self._prompts, endpointer=endpointer, whatsapp=self.whatsapp.account, queues=self.queues,
+            context_url=self.context_url,
         )
         session = CallSession(call, caller_number(call.from_uri, call.headers, s.whatsapp.default_region), deps)
         self.sessions[call.call_id] = session
@@ -160,6 +175,12 @@ class Gateway:
         session = self.sessions.get(call_id)
         if session is not None:
             session.post(item)
+        elif self.queues is not None and self.queues.handles(call_id):
+            self.queues.on_leg_event(item)  # the distributor's call to an agent
+
+    def context_url(self, call_id: str) -> str:
+        """Where an agent's desktop reads the call's context."""
+        return f"{local_base(self.settings)}/v1/calls/{call_id}/context"
 
     # --- intent model --------------------------------------------------------------------
 
@@ -216,6 +237,11 @@ class Gateway:
                 "last_failure": failing[-1] if failing else (last[1] if last else None),
             },
             "whatsapp": whatsapp,
+            "queues": None if self.queues is None else {
+                q["queue"]: {"waiting": sum(1 for w in q["waiting"] if w["state"] != "connected"),
+                             "agents": q["agents_by_state"], "estimated_wait_s": q["estimated_wait_s"]}
+                for q in self.queues.snapshot()
+            },
             "uptime_s": round(time.time() - self.started_at, 1) if self.started_at else None,
         }
 

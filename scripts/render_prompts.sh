@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Renders gateway/call/prompts/<lang>/<name>.wav from gateway/call/prompts/texts.yaml with espeak-ng.
+# Renders gateway/call/prompts/<lang>/<name>.wav from gateway/call/prompts/texts.yaml with espeak-ng,
+# and the queue's hold music (a soft arpeggio, looped by the gateway) with sox.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=${PYTHON:-.venv/bin/python}
@@ -15,4 +16,11 @@ for lang, prompts in yaml.safe_load((root / "texts.yaml").read_text()).items():
             subprocess.run(["espeak-ng", "-v", voices[lang], "-s", "165", "-w", raw.name, text], check=True)
             subprocess.run(["sox", raw.name, "-r", "16000", "-c", "1", "-b", "16", str(root / lang / f"{name}.wav")], check=True)
         print(f"{lang}/{name}.wav")
+    notes = [f"pluck {n}" for n in ("C4", "E4", "G4", "C5", "A3", "C4", "E4", "A4", "F3", "A3", "C4", "F4", "G3", "B3", "D4", "G4")]
+    parts = []
+    for note in notes:
+        parts += ["synth", "0.75", *note.split(), ":"]
+    subprocess.run(["sox", "-n", "-r", "16000", "-c", "1", "-b", "16", str(root / lang / "hold_music.wav"),
+                    *parts[:-1], "vol", "0.25", "fade", "0.05", "0", "0.3"], check=True)
+    print(f"{lang}/hold_music.wav")
 PY

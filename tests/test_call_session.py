@@ -486,6 +486,7 @@ def test_a_whatsapp_decision_queues_the_follow_up_with_the_calls_context_then_en
                 "context": {
                     "call_id": call.call_id, "sip_call_id": call.session.call.sip_call_id, "line": "es", "language": "es",
                     "intent": "order_status", "confidence": 0.93, "transcript": ORDER, "dtmf": "1",
+                    "queue": None, "priority": None, "waited_s": None,
                 },
             }
             assert ("hangup", None) not in call.telephony.commands  # not before the caller heard it
@@ -842,7 +843,8 @@ def test_these_tests_take_every_transition_in_the_table(request):
     not_run = [nodeid for nodeid in others if nodeid not in RAN]
     if not_run:
         pytest.skip(f"needs the whole module: {len(not_run)} of its tests did not run before this one")
-    table = {(a, b) for a, targets in TRANSITIONS.items() for b in targets}
+    # The queue's states are test_call_queue.py's to cover.
+    table = {(a, b) for a, targets in TRANSITIONS.items() for b in targets if not {a, b} & {S.QUEUED, S.OFFERING, S.CONNECTED}}
     assert TAKEN - table == set(), "transitions outside the table"
     missing = sorted(f"{a.value} → {b.value}" for a, b in table - TAKEN)
     assert not missing, f"no test takes {missing}"

@@ -8,6 +8,8 @@ from typing import Any
 CALL_ID_HEADER = "X-Puente-Call-Id"
 INTENT_HEADER = "X-Puente-Intent"
 LANGUAGE_HEADER = "X-Puente-Language"
+#: Where the agent's desktop reads the whole context (GET /v1/calls/{call_id}/context).
+CONTEXT_URL_HEADER = "X-Puente-Context-Url"
 
 
 @dataclass(frozen=True)
@@ -20,6 +22,9 @@ class HandoffContext:
     confidence: float | None
     transcript: str  # every utterance heard, in order
     dtmf: str  # every key pressed, in order
+    queue: str | None = None  # the voice queue the call was routed to (None without queues)
+    priority: int | None = None  # its priority there
+    waited_s: float | None = None  # time waited in the queue before leaving it for WhatsApp
 
     def as_dict(self) -> dict[str, Any]:
         """As it is stored with the outbound message and shown to the chat agent."""

@@ -14,6 +14,9 @@ class Prompt(str, Enum):
     WHATSAPP_SENT = "whatsapp_sent"
     TRANSFER = "transfer"
     HOLD = "hold"
+    HOLD_MUSIC = "hold_music"
+    OFFER = "offer"
+    OFFER_DECLINED = "offer_declined"
     GOODBYE = "goodbye"
 
 

@@ -12,6 +12,9 @@ transition goes through ``_enter`` (checked against ``TRANSITIONS`` and persiste
                              └─ reprompting ◀────────────────────────┼─┼────┘
                                          consenting (WhatsApp opt-in)◀┘ │
                                               └────────────────────────┘
+    deciding (voice, with queues) → queued ⇄ offering (WhatsApp at the SLA) → deciding (accepted)
+                                      │  └──────┴─→ connected (an agent answered) → ended
+                                      └→ acting (waited past the queue's max_wait_s: goodbye)
 """
 from __future__ import annotations
 
@@ -24,13 +27,15 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any, Protocol
 
-from gateway.call.context import HandoffContext
+from gateway.call.context import CONTEXT_URL_HEADER, HandoffContext
 from gateway.call.prompts import Prompt, PromptLibrary
 from gateway.call.recorder import CallRecorder
 from gateway.call.routing import Decision, RoutingPolicy, Understanding
 from gateway.call.speech import AsrSaturated, SpeechPipeline
 from gateway.config import Settings
 from gateway.numbers import CallerNumber
+from gateway.queue.dispatcher import AgentConnected, AgentLeft, AgentRinging, Dispatcher, JoinRequest
+from gateway.queue.tickets import Ticket
 from gateway.store import DecisionRecord, NewCall, OutboundMessage, Store, UtteranceRecord
 from gateway.whatsapp.account import AccountHealth
 from gateway.whatsapp.templates import followup_payload
@@ -50,6 +55,9 @@ class CallState(str, Enum):
     CONSENTING = "consenting"
     REPROMPTING = "reprompting"
     ACTING = "acting"
+    QUEUED = "queued"
+    OFFERING = "offering"
+    CONNECTED = "connected"
     ENDED = "ended"
 
 
@@ -60,21 +68,25 @@ TRANSITIONS: dict[CallState, frozenset[CallState]] = {
     S.LISTENING: frozenset({S.TRANSCRIBING, S.REPROMPTING, S.DECIDING}),
     S.TRANSCRIBING: frozenset({S.CLASSIFYING, S.DECIDING}),
     S.CLASSIFYING: frozenset({S.DECIDING}),
-    S.DECIDING: frozenset({S.REPROMPTING, S.CONSENTING, S.ACTING}),
+    S.DECIDING: frozenset({S.REPROMPTING, S.CONSENTING, S.ACTING, S.QUEUED}),
     S.CONSENTING: frozenset({S.DECIDING}),
     S.REPROMPTING: frozenset({S.LISTENING}),
     S.ACTING: frozenset(),
+    S.QUEUED: frozenset({S.OFFERING, S.CONNECTED, S.ACTING}),
+    S.OFFERING: frozenset({S.QUEUED, S.DECIDING, S.CONNECTED, S.ACTING}),
+    S.CONNECTED: frozenset(),
     S.ENDED: frozenset(),
 }
 # The caller may hang up, and the gateway may stop, in any state.
 for _state in CallState:
     if _state is not S.ENDED:
         TRANSITIONS[_state] = TRANSITIONS[_state] | {S.ENDED}
-_HEARING = frozenset({S.GREETING, S.LISTENING, S.REPROMPTING, S.CONSENTING})
+_HEARING = frozenset({S.GREETING, S.LISTENING, S.REPROMPTING, S.CONSENTING, S.OFFERING})
+_WAITING = frozenset({S.QUEUED, S.OFFERING})  # in a queue, not yet with an agent
 
 #: DTMF 0 during the IVR asks for a person, as callers have learned to expect.
 AGENT_DIGIT = "0"
-#: The keys of the WhatsApp consent question ("say yes or press 1, no or press 2").
+#: The keys of the WhatsApp consent question and of the offer ("say yes or press 1, no or press 2").
 CONSENT_DIGITS = {"1": True, "2": False}
 
 
@@ -101,6 +113,16 @@ class HoldExpired:
     pass
 
 
+@dataclass(frozen=True)
+class OfferCheck:
+    """Time to compare a waiting caller's wait with the queue's SLA."""
+
+
+@dataclass(frozen=True)
+class QueueTimeout:
+    """The caller waited the queue's max_wait_s."""
+
+
 @dataclass
 class SessionDeps:
     settings: Settings
@@ -111,6 +133,8 @@ class SessionDeps:
     prompts: PromptLibrary
     endpointer: Endpointer
     whatsapp: AccountHealth  # whether the deflection template can be sent now
+    queues: Dispatcher | None = None  # voice queues with agents; None: voice calls are transferred or held
+    context_url: Callable[[str], str] | None = None  # call id → the agent's context URL
     clock: Callable[[], float] = time.monotonic  # monotonic seconds
 
 
@@ -127,6 +151,7 @@ class _Progress:
     confidence: float | None = None
     ranking: list[dict[str, float]] = field(default_factory=list)
     consent: str | None = None  # how consent was settled on this call: on_record, dtmf, speech, policy
+    waited_s: float | None = None  # time in the voice queue before taking the WhatsApp offer
 
 
 @dataclass(frozen=True)
@@ -157,6 +182,10 @@ class CallSession:
         self._transferring = False
         self._pending: _Pending | None = None
         self._ending = False  # the call ended; its CallEnded waits in the inbox
+        self._ticket: Ticket | None = None  # this caller's place in a voice queue
+        self._queue_heard: tuple[Understanding, int | None] | None = None  # what sent the caller to the queue
+        self._offer_reason: str | None = None
+        self._queue_timers: list[asyncio.TimerHandle] = []
         self._record = CallRecorder(deps.store, call.call_id)
         self.done = asyncio.Event()
 
@@ -198,8 +227,9 @@ class CallSession:
             d.telephony.hangup(self.call_id, 500)
             await self._end("gateway", "internal error", outcome="failed")
         finally:
-            if self._hold_timer:
-                self._hold_timer.cancel()
+            for timer in [self._hold_timer, *self._queue_timers]:
+                if timer is not None:
+                    timer.cancel()
             self.done.set()
 
     async def _handle(self, item: object) -> None:
@@ -223,6 +253,17 @@ class CallSession:
                 if self.state is CallState.ACTING and self._outcome is None:
                     self._outcome = "unserved"
                     self._play(Prompt.GOODBYE)
+            case OfferCheck():
+                await self._on_offer_check()
+            case QueueTimeout():
+                await self._on_queue_timeout()
+            case AgentRinging():
+                pass  # the distributor records it; the caller keeps hearing the hold audio
+            case AgentConnected():
+                await self._on_agent_connected()
+            case AgentLeft():
+                if self.state is CallState.CONNECTED:
+                    self._deps.telephony.hangup(self.call_id)
             case CallEnded(by=by, reason=reason):
                 await self._on_ended(by, reason)
 
@@ -238,11 +279,15 @@ class CallSession:
                 await self._on_speech_started(event)
             elif isinstance(event, UtteranceEnded) and self.state is CallState.CONSENTING:
                 await self._on_consent_answer(event)
+            elif isinstance(event, UtteranceEnded) and self.state is CallState.OFFERING:
+                await self._on_offer_answer(event)
             elif isinstance(event, UtteranceEnded):
                 await self._on_utterance(event)
             elif isinstance(event, NoInput) and self.state is CallState.CONSENTING and self._playback is None:
                 # Silence while the question plays is listening; the wait for the answer starts when it ends.
                 await self._settle_consent(None, "no answer")
+            elif isinstance(event, NoInput) and self.state is CallState.OFFERING and self._playback is None:
+                await self._settle_offer(None, "no answer")
             elif isinstance(event, NoInput) and self.state is CallState.LISTENING:
                 await self._on_no_input(event)
             if self.state not in _HEARING:
@@ -262,6 +307,10 @@ class CallSession:
             await self._enter(CallState.LISTENING)
         elif self.state is CallState.CONSENTING:
             self._deps.endpointer.begin_turn(self._last_index + 1, self._consent_turn())
+        elif self.state is CallState.OFFERING:
+            self._deps.endpointer.begin_turn(self._last_index + 1, self._offer_turn())
+        elif self.state is CallState.QUEUED:
+            self._play(Prompt.HOLD_MUSIC)  # round and round until an agent answers
         elif self.state is CallState.ACTING:
             await self._after_action_prompt()
 
@@ -379,6 +428,9 @@ class CallSession:
             self._progress.reprompts += 1
             await self._reprompt(Prompt.REPROMPT)
             return
+        if decision.route == "voice" and d.queues is not None:
+            await self._join_queue(decision, heard, utterance_seq)
+            return
         await self._enter(CallState.ACTING)
         # Nothing the caller says is heard from here on (goodbye, transfer or hold): their frames
         # stop at the SIP edge, which matters when dozens of callers are on hold at once.
@@ -429,7 +481,10 @@ class CallSession:
         if self.state is CallState.CONSENTING and digit in CONSENT_DIGITS:
             self._stop_prompt()
             await self._settle_consent(CONSENT_DIGITS[digit], "dtmf")
-        elif digit == AGENT_DIGIT and self.state in _HEARING:
+        elif self.state is CallState.OFFERING and digit in CONSENT_DIGITS:
+            self._stop_prompt()
+            await self._settle_offer(CONSENT_DIGITS[digit], "dtmf")
+        elif digit == AGENT_DIGIT and self.state in _HEARING and self.state is not CallState.OFFERING:
             self._stop_prompt()
             if self.state is CallState.CONSENTING:
                 self._pending = None
@@ -488,14 +543,138 @@ class CallSession:
             decision = Decision("voice", f"{pending.decision.reason}, but no consent: {how}")
         await self._decide_and_act(decision, pending.heard, utterance_seq=pending.utterance_seq, timings=pending.timings)
 
+    # --- the voice queue ------------------------------------------------------------------
+
+    async def _join_queue(self, decision: Decision, heard: Understanding, utterance_seq: int | None) -> None:
+        d = self._deps
+        assert d.queues is not None
+        queue = d.settings.queue_of(heard.intent)
+        await self._enter(CallState.QUEUED)
+        d.telephony.listen(self.call_id, False)  # nothing is heard while waiting, until an offer
+        self._queue_heard = (heard, utterance_seq)
+        context = self._context()
+        headers = context.sip_headers()
+        if d.context_url is not None:
+            headers[CONTEXT_URL_HEADER] = d.context_url(self.call_id)
+        self._ticket = d.queues.join(
+            JoinRequest(
+                call_id=self.call_id, queue=queue, intent=heard.intent, language=self._deflection_language(),
+                priority=d.settings.routing.priorities.get(heard.intent or "", 0), caller_number=self.caller.e164,
+                reason=decision.reason, transcript=context.transcript, headers=headers,
+            ),
+            self,
+        )
+        await self._event("queued", {
+            "queue": queue, "priority": self._ticket.priority, "holdout": self._ticket.holdout,
+            "position": d.queues.position(self.call_id), "estimated_wait_s": _round(d.queues.estimate(self.call_id)),
+        })
+        if self.state is CallState.QUEUED:  # not already with an agent
+            self._play(Prompt.HOLD)
+        settings = d.settings.queues[queue]
+        self._queue_timers.append(self._later(settings.max_wait_s, QueueTimeout()))
+        self._queue_timers.append(self._later(settings.offer.check_interval_s, OfferCheck()))
+
+    def _later(self, seconds: float, item: object) -> asyncio.TimerHandle:
+        return asyncio.get_running_loop().call_later(seconds, self.post, item)
+
+    async def _on_offer_check(self) -> None:
+        d = self._deps
+        if self.state not in _WAITING or self._ticket is None or d.queues is None:
+            return
+        self._queue_timers.append(self._later(d.settings.queues[self._ticket.queue].offer.check_interval_s, OfferCheck()))
+        if self.state is not CallState.QUEUED:
+            return
+        reason = d.queues.offer_reason(self.call_id)
+        if reason is None:
+            return
+        unavailable = self._whatsapp_unavailable()
+        if unavailable is not None:
+            if self._offer_reason != unavailable:  # said once, not every check
+                self._offer_reason = unavailable
+                await self._event("offer_skipped", {"reason": unavailable})
+            return
+        await self._enter(CallState.OFFERING)
+        self._offer_reason = reason
+        d.queues.offered(self.call_id)
+        await self._event("offer_made", {"reason": reason, "offer": self._ticket.offers})
+        d.telephony.listen(self.call_id, True)
+        self._play(Prompt.OFFER)
+        d.endpointer.begin_turn(self._last_index + 1, self._offer_turn())
+
+    def _offer_turn(self) -> EndpointerConfig:
+        """The offer's yes/no answer: its own end-of-speech silence and wait, per queue."""
+        assert self._ticket is not None
+        offer = self._deps.settings.queues[self._ticket.queue].offer
+        return replace(self._deps.endpointer.config, end_silence_ms=offer.silence_ms, no_input_ms=offer.no_input_ms)
+
+    async def _on_offer_answer(self, event: UtteranceEnded) -> None:
+        try:
+            answer = await self._deps.speech.recognize_yes_no(event.pcm, self._deflection_language())
+        except AsrSaturated as exc:
+            await self._saturated(exc)
+            await self._settle_offer(None, str(exc))
+            return
+        await self._event("offer_answer", {"choice": answer.choice, "score": answer.score, "margin": answer.margin})
+        accepted = {"yes": True, "no": False}.get(answer.choice or "")
+        await self._settle_offer(accepted, "speech" if accepted is not None else "unclear answer")
+
+    async def _settle_offer(self, accepted: bool | None, how: str) -> None:
+        """Accepted: the caller leaves the queue for WhatsApp. Declined or unanswered: they keep their place."""
+        d = self._deps
+        if self.state is not CallState.OFFERING or self._ticket is None or d.queues is None:
+            return
+        if not accepted:
+            await self._event("offer_declined" if accepted is False else "offer_ignored", {"how": how})
+            await self._enter(CallState.QUEUED)
+            d.telephony.listen(self.call_id, False)
+            self._play(Prompt.OFFER_DECLINED if accepted is False else Prompt.HOLD_MUSIC)
+            return
+        ticket, (heard, utterance_seq) = self._ticket, self._queue_heard or (Understanding(None, 0.0), None)
+        waited = ticket.waited(d.clock())
+        await self._event("offer_accepted", {"how": how, "waited_s": round(waited, 1)})
+        await self._record.consent(self.caller.e164, granted=True, method=how)
+        d.queues.leave(self.call_id, "deflected")
+        self._ticket, self._progress.consent = None, how
+        self._progress.waited_s = waited
+        await self._enter(CallState.DECIDING)
+        await self._decide_and_act(
+            Decision("whatsapp", f"accepted WhatsApp after {waited:.0f} s in the {ticket.queue} queue ({how}); {self._offer_reason}"),
+            heard, utterance_seq=utterance_seq, timings={},
+        )
+
+    async def _on_agent_connected(self) -> None:
+        if self.state not in _WAITING:
+            return
+        self._playback = None  # the bridge stopped the hold audio or the offer
+        await self._enter(CallState.CONNECTED)
+        self._deps.telephony.listen(self.call_id, False)
+        for timer in self._queue_timers:
+            timer.cancel()
+
+    async def _on_queue_timeout(self) -> None:
+        d = self._deps
+        if self.state not in _WAITING or d.queues is None:
+            return
+        d.queues.leave(self.call_id, "timeout")
+        self._ticket = None
+        self._stop_prompt()
+        await self._enter(CallState.ACTING)
+        d.telephony.listen(self.call_id, False)
+        self._outcome = "unserved"
+        self._play(Prompt.GOODBYE)
+
     # --- ending ------------------------------------------------------------------------
 
     async def _on_ended(self, by: str, reason: str) -> None:
-        if self.state in _HEARING:
+        if self.state in _HEARING and self.state is not CallState.OFFERING:
             partial = self._deps.endpointer.flush()
             if partial is not None:
                 await self._save_last_words(partial)
-        if self._outcome in ("deflected", "transferred", "unserved"):
+        if self._ticket is not None and self._deps.queues is not None:
+            self._deps.queues.leave(self.call_id, "abandoned" if by == "remote" else "interrupted")
+        if self.state is CallState.CONNECTED:
+            outcome = "served"
+        elif self._outcome in ("deflected", "transferred", "unserved"):
             outcome = self._outcome
         elif by == "remote":
             outcome = "abandoned"
@@ -546,9 +725,12 @@ class CallSession:
 
     def _context(self) -> HandoffContext:
         p = self._progress
+        queue = None if self._deps.queues is None else self._deps.settings.queue_of(p.intent)
         return HandoffContext(
             call_id=self.call_id, sip_call_id=self.call.sip_call_id, line=self.call.to_user, language=self.language,
             intent=p.intent, confidence=p.confidence, transcript=" ".join(t for t in p.utterances if t), dtmf="".join(p.dtmf),
+            queue=queue, priority=None if queue is None else self._deps.settings.routing.priorities.get(p.intent or "", 0),
+            waited_s=None if p.waited_s is None else round(p.waited_s, 1),
         )
 
     def _deflection_language(self) -> str:
@@ -566,3 +748,7 @@ class CallSession:
 
 def _ms(seconds: float) -> float:
     return round(seconds * 1000, 1)
+
+
+def _round(seconds: float | None) -> float | None:
+    return None if seconds is None or seconds == float("inf") else round(seconds, 1)

@@ -1,4 +1,4 @@
-"""``GET /v1/calls`` and ``GET /v1/calls/{call_id}``: the record of every call."""
+"""``GET /v1/calls``, ``GET /v1/calls/{call_id}`` and its agent's ``/context``: the record of every call."""
 from __future__ import annotations
 
 from typing import Any
@@ -6,7 +6,7 @@ from typing import Any
 from fastapi import APIRouter, Query
 
 from gateway.http.found import found
-from gateway.store import Store
+from gateway.store import Store, utcnow
 
 
 def create_calls_router(store: Store) -> APIRouter:
@@ -21,5 +21,11 @@ def create_calls_router(store: Store) -> APIRouter:
     async def get_call(call_id: str) -> dict[str, Any]:
         """The summary plus utterances (text, timings), decisions, events and messages."""
         return found(await store.calls.get(call_id), f"call {call_id}")
+
+    @router.get("/{call_id}/context")
+    async def get_context(call_id: str, history: int = Query(10, ge=0, le=100)) -> dict[str, Any]:
+        """What the agent needs: reason, confidence, transcript, keys and answers, time in queue, language,
+        priority, and the customer's last contacts by number across voice and WhatsApp, with outcomes."""
+        return found(await store.contexts.get(call_id, now=utcnow(), history=history), f"call {call_id}")
 
     return router

@@ -16,6 +16,8 @@ leave a decision without its message or the reverse. Errors surface as ``StoreEr
     outbox.py         ``enqueue`` (the one way in) and the sender's lease machine
     whatsapp.py       status webhooks, customers' messages, their windows, account events
     conversations.py  self-service conversations, turns and handoffs
+    queue.py          voice-queue waits and agent states
+    context.py        a call as its agent sees it, with the customer's history
 """
 from gateway.store.database import StoreError
 from gateway.store.outbox import merge_message_status
@@ -25,9 +27,11 @@ from gateway.store.records import (
     DecisionRecord,
     InboundRecord,
     Ingested,
+    InterruptedWait,
     NewCall,
     OutboundMessage,
     OutboxClaim,
+    QueueJoin,
     StatusUpdate,
     Turn,
     UtteranceRecord,
@@ -36,6 +40,6 @@ from gateway.store.rows import utcnow
 from gateway.store.store import Store
 
 __all__ = [
-    "AccountEvent", "Conversation", "DecisionRecord", "InboundRecord", "Ingested", "NewCall", "OutboundMessage", "OutboxClaim", "StatusUpdate",
+    "AccountEvent", "Conversation", "DecisionRecord", "InboundRecord", "Ingested", "InterruptedWait", "NewCall", "OutboundMessage", "OutboxClaim", "QueueJoin", "StatusUpdate",
     "Store", "StoreError", "Turn", "UtteranceRecord", "merge_message_status", "utcnow",
 ]

@@ -50,6 +50,34 @@ class DecisionRecord:
 
 
 @dataclass(frozen=True)
+class QueueJoin:
+    call_id: str
+    queue: str
+    intent: str | None
+    language: str
+    priority: int
+    caller_number: str | None
+    reason: str
+    transcript: str
+    holdout: bool
+    joined_at: datetime
+
+
+@dataclass(frozen=True)
+class InterruptedWait:
+    """A wait a restart cut short: enough of it to offer the caller a recovery."""
+
+    call_id: str
+    queue: str
+    intent: str | None
+    language: str
+    caller_number: str | None
+    transcript: str
+    joined_at: datetime
+    waited_s: float
+
+
+@dataclass(frozen=True)
 class OutboundMessage:
     purpose: str
     to_number: str

@@ -308,3 +308,47 @@ class HandoffRow(Base):
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+# --- voice queues ----------------------------------------------------------------------
+
+
+class QueueWaitRow(Base):
+    """A caller's time in a voice queue, from joining to being served or leaving.
+
+    Written as it changes, so a restart knows who was waiting: rows with no ``left_at`` are closed
+    as ``interrupted`` at start-up and handed to the recovery policy.
+    """
+
+    __tablename__ = "queue_waits"
+
+    call_id: Mapped[str] = mapped_column(ForeignKey("calls.id"), primary_key=True)
+    queue: Mapped[str] = mapped_column(String(64), index=True)
+    intent: Mapped[str | None] = mapped_column(String(64))
+    language: Mapped[str] = mapped_column(String(8))
+    priority: Mapped[int] = mapped_column(Integer)
+    caller_number: Mapped[str | None] = mapped_column(String(32), index=True)
+    reason: Mapped[str] = mapped_column(Text)
+    transcript: Mapped[str] = mapped_column(Text)
+    holdout: Mapped[bool] = mapped_column(Boolean)
+    state: Mapped[str] = mapped_column(String(16))  # waiting | ringing | connected, then the outcome
+    offers: Mapped[int] = mapped_column(Integer, default=0)
+    agent_id: Mapped[str | None] = mapped_column(String(64))
+    joined_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    answered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    left_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # served | abandoned | deflected | timeout | interrupted
+    outcome: Mapped[str | None] = mapped_column(String(16))
+
+
+class AgentStateRow(Base):
+    """Each agent's latest state (the history is in the calls' events)."""
+
+    __tablename__ = "agent_states"
+
+    agent_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    uri: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16))
+    call_id: Mapped[str | None] = mapped_column(String(36))
+    reason: Mapped[str | None] = mapped_column(Text)
+    since: Mapped[datetime] = mapped_column(DateTime(timezone=True))

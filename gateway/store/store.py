@@ -3,9 +3,11 @@ from __future__ import annotations
 
 from gateway.store.calls import Calls
 from gateway.store.consent import Consents
+from gateway.store.context import CallContexts
 from gateway.store.conversations import Conversations
 from gateway.store.database import Database
 from gateway.store.outbox import Outbox
+from gateway.store.queue import QueueRecords
 from gateway.store.whatsapp import WhatsAppRecords
 
 
@@ -27,6 +29,8 @@ class Store:
         self.outbox = Outbox(self.database)
         self.whatsapp = WhatsAppRecords(self.database)
         self.conversations = Conversations(self.database)
+        self.queue = QueueRecords(self.database)
+        self.contexts = CallContexts(self.database)
 
     def close(self) -> None:
         self.database.close()

@@ -39,6 +39,8 @@ from gateway.call.routing import RoutingPolicy
 from gateway.call.session import CallSession, CallState, FrameIn, SessionDeps
 from gateway.config import load_settings
 from gateway.numbers import CallerNumber
+from gateway.queue.dispatcher import Dispatcher
+from gateway.queue.journal import QueueJournal
 from gateway.store import Store, StoreError
 from gateway.whatsapp import AccountHealth
 from models.answers import AnswerResult
@@ -48,6 +50,7 @@ from models.transcribe import Transcript
 from models.vad import VoiceActivityDetector
 from nlu.classifier import IntentResult, IntentScore
 from sip.events import CallEnded, CallMediaReady, DtmfReceived, IncomingCall, PlaybackFinished, TransferUpdate
+from tests.support.queue import FakeAgentPhones, FakeTimers
 from tests.support.whatsapp import fresh_account
 
 NUMBER = "+525555550123"
@@ -265,6 +268,10 @@ class Call:
     def __init__(self, session: CallSession, telephony: FakeTelephony, speech: ScriptedSpeech, store: Store,
                  clock: FakeClock) -> None:
         self.session = session
+        self.queue: Dispatcher | None = None  # with queues configured: the distributor, its agents' phones, its timers
+        self.phones = FakeAgentPhones()
+        self.timers = FakeTimers(clock)
+        self.journal = QueueJournal()
         self.telephony = telephony
         self.speech = speech
         self.store = store  # the real one, also when the session writes to a BreakingStore
@@ -366,6 +373,8 @@ class Call:
         return await self.record()
 
     async def record(self) -> dict[str, Any]:
+        if self.queue is not None:
+            await self.journal.flush()
         record = await self.store.calls.get(self.call_id)
         assert record is not None, "the call was never recorded"
         return record
@@ -427,6 +436,13 @@ async def placed_call(
     clock = FakeClock()
     config = load_settings(environ={}, overrides=settings or {})
     telephony, speech = FakeTelephony(), ScriptedSpeech(clock)
+    phones, timers, journal = FakeAgentPhones(), FakeTimers(clock), QueueJournal()
+    dispatcher = None
+    if config.queues:
+        journal.start()
+        dispatcher = Dispatcher(config.queues, telephony=phones, store=store, journal=journal, schedule=timers, clock=clock)
+        phones.deliver = dispatcher.on_leg_event
+        phones.on_bridge = telephony.stop_playback  # the bridge takes the caller off their prompt
     deps = SessionDeps(
         settings=config, telephony=telephony,
         store=BreakingStore(store, store_breaks_at) if store_breaks_at else store,  # type: ignore[arg-type]
@@ -434,6 +450,7 @@ async def placed_call(
         policy=policy or RoutingPolicy(config.routing), prompts=PromptLibrary(config.languages),
         endpointer=Endpointer(AnyNonSilence(), config.endpointer_config()),
         whatsapp=whatsapp or fresh_account(**(settings or {})), clock=clock,
+        queues=dispatcher, context_url=lambda call_id: f"http://puente.test/v1/calls/{call_id}/context",
     )
     incoming = IncomingCall(
         call_id=str(uuid.uuid4()), sip_call_id=f"{uuid.uuid4().hex[:12]}@pbx.test",
@@ -442,6 +459,7 @@ async def placed_call(
     )
     session = CallSession(incoming, caller, deps)
     call = Call(session, telephony, speech, store, clock)
+    call.queue, call.phones, call.timers, call.journal = dispatcher, phones, timers, journal
     task = asyncio.create_task(session.run())
     try:
         await call.settle()
@@ -452,6 +470,7 @@ async def placed_call(
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        await journal.stop()
         if on_record is not None:
             on_record(await store.calls.get(incoming.call_id))
         store.close()

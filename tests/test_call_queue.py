@@ -1,0 +1,297 @@
+"""A call in a voice queue (``gateway.call.session`` with ``gateway.queue``): waiting, the WhatsApp offer
+at the SLA, an agent answering, hanging up in the queue. The session runs on the bench of
+``tests/support/session.py``; the distributor is the real one, with stand-in agent phones and timers.
+The last test checks that these tests take every queue transition of ``TRANSITIONS``.
+"""
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.call.context import CALL_ID_HEADER, CONTEXT_URL_HEADER, INTENT_HEADER, LANGUAGE_HEADER
+from gateway.call.session import TRANSITIONS, CallState
+from gateway.numbers import CallerNumber
+from gateway.queue.dispatcher import PRIORITY_HEADER, QUEUE_HEADER, WAIT_HEADER
+from gateway.store import Store
+from tests.support.session import NUMBER, placed_call
+
+S = CallState
+QUEUE_STATES = {S.QUEUED, S.OFFERING, S.CONNECTED}
+BILL = "Me cobraron dos veces la factura"  # billing_dispute: stays in voice
+ANA = "sip:ana@agents.test"
+
+
+def queue(**options: Any) -> dict[str, Any]:
+    """One queue with one agent, offers checked every 10 ms of real time (the SLA is on the fake clock)."""
+    offer = {"check_interval_s": 0.01, **options.pop("offer", {})}
+    return {"queues": {"general": {"agents": [{"id": "ana", "uri": ANA}], "sla_s": 60, "offer": offer, **options}}}
+
+
+TAKEN: set[tuple[CallState, CallState]] = set()
+RAN: set[str] = set()
+
+
+def note_transitions(record: dict[str, Any] | None) -> None:
+    if record is None:
+        return
+    states = [e["data"] for e in record["events"] if e["type"] == "state"]
+    TAKEN.update((S(e["from"]), S(e["to"])) for e in states)
+    if record["outcome"] is not None:
+        TAKEN.add((S(states[-1]["to"]) if states else S.ANSWERED, S.ENDED))
+
+
+@pytest.fixture(autouse=True)
+def _ran(request):
+    RAN.add(request.node.nodeid)
+
+
+@pytest.fixture(scope="module")
+def empty_store(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("schema") / "puente.db"
+    Store(f"sqlite:///{path}").close()
+    return path
+
+
+@pytest.fixture
+def db(tmp_path, empty_store) -> Path:
+    path = tmp_path / "puente.db"
+    shutil.copyfile(empty_store, path)
+    return path
+
+
+def calling(db: Path, **options: Any):
+    options.setdefault("settings", queue())
+    return placed_call(db, on_record=note_transitions, **options)
+
+
+def run(scenario) -> None:
+    asyncio.run(asyncio.wait_for(scenario(), 10))
+
+
+async def queued(call, text: str = BILL, intent: str = "billing_dispute") -> None:
+    await call.connect()
+    await call.prompt_ends()
+    await call.say(text, intent)
+    assert call.state is S.QUEUED, call.state
+
+
+async def wait_offer(call) -> None:
+    """Let the caller wait past the SLA (fake clock) until the next check makes the offer."""
+    call.clock.advance(61)
+    await call.until(lambda: call.state is S.OFFERING)
+
+
+def test_a_voice_call_waits_in_its_queue_hearing_hold_audio_and_not_being_listened_to(db):
+    async def go():
+        async with calling(db, settings=queue(agents=[])) as call:
+            await queued(call)
+            assert call.prompts == ["greeting", "hold"] and call.telephony.listening is False
+            await call.prompt_ends()
+            await call.prompt_ends()
+            assert call.prompts == ["greeting", "hold", "hold_music", "hold_music"]
+            (queued_event,) = await call.events("queued")
+            assert queued_event == {"queue": "general", "priority": 0, "holdout": False, "position": 0,
+                                    "estimated_wait_s": None}  # no agent staffed: no finite estimate
+
+    run(go)
+
+
+def test_the_agent_is_called_with_the_context_and_the_caller_is_connected_when_they_answer(db):
+    async def go():
+        async with calling(db) as call:
+            await queued(call, "Me robaron la tarjeta", "fraud_or_loss")
+            leg = call.phones.ringing(ANA)
+            assert leg.headers == {
+                CALL_ID_HEADER: call.call_id, INTENT_HEADER: "fraud_or_loss", LANGUAGE_HEADER: "es",
+                CONTEXT_URL_HEADER: f"http://puente.test/v1/calls/{call.call_id}/context",
+                WAIT_HEADER: "0", QUEUE_HEADER: "general", PRIORITY_HEADER: "10",
+            }
+            call.phones.answer(ANA)
+            await call.settle()
+            assert call.state is S.CONNECTED and call.phones.leg(leg.leg_id).bridged_to == call.call_id
+            call.phones.agent_hangs_up(leg.leg_id)
+            await call.settle()
+            record = await call.ended()
+            assert record["outcome"] == "served"
+            assert [e["type"] for e in record["events"] if e["type"].startswith("agent_")] == [
+                "agent_ringing", "agent_connected", "agent_hung_up",
+            ]
+
+    run(go)
+
+
+def test_past_the_sla_the_caller_is_offered_whatsapp_and_dtmf_1_sends_the_context_and_ends_the_call(db):
+    async def go():
+        async with calling(db, settings=queue(agents=[])) as call:
+            await queued(call)
+            await wait_offer(call)
+            assert call.prompts[-1] == "offer" and call.telephony.listening is True
+            await call.press("1")
+            assert call.prompts[-1] == "whatsapp_sent"
+            await call.prompt_ends()
+            record = await call.ended()
+            assert record["outcome"] == "deflected"
+            (message,) = record["messages"]
+            assert (message["purpose"], message["to_number"]) == ("deflection", NUMBER)
+            context = message["payload"]["context"]
+            assert (context["intent"], context["queue"], context["priority"], context["waited_s"]) == (
+                "billing_dispute", "general", 0, 61.0)
+            assert context["transcript"] == BILL
+            queued_for, decision = record["decisions"]
+            assert queued_for["route"] == "voice" and decision["route"] == "whatsapp" and "accepted WhatsApp after 61 s in the general queue (dtmf)" in decision["reason"]
+            assert await call.events("consent") == [{"granted": True, "method": "dtmf"}]
+            (made,) = await call.events("offer_made")
+            assert made["reason"] == "waited 61 s > SLA 60 s"
+            (wait,) = await call.store.queue.waits()
+            assert (wait["outcome"], wait["offers"]) == ("deflected", 1)
+
+    run(go)
+
+
+def test_a_spoken_yes_accepts_the_offer(db):
+    async def go():
+        async with calling(db, settings=queue(agents=[])) as call:
+            await queued(call)
+            await wait_offer(call)
+            await call.prompt_ends()
+            await call.answer("yes")
+            assert call.prompts[-1] == "whatsapp_sent"
+            assert call.speech.methods_asked()[-1] == "recognize_yes_no"
+            assert await call.events("consent") == [{"granted": True, "method": "speech"}]
+
+    run(go)
+
+
+@pytest.mark.parametrize("how", ["speech", "dtmf"])
+def test_no_or_dtmf_2_keeps_the_caller_in_the_queue_in_their_place(db, how):
+    async def go():
+        async with calling(db, settings=queue(agents=[])) as call:
+            await queued(call)
+            await wait_offer(call)
+            if how == "dtmf":
+                await call.press("2")
+            else:
+                await call.prompt_ends()
+                await call.answer("no")
+            assert call.state is S.QUEUED and call.prompts[-1] == "offer_declined"
+            assert call.telephony.listening is False and call.queue.position(call.call_id) == 0
+            assert await call.events("consent") == []  # declining the offer is not refusing WhatsApp
+            assert [e["how"] for e in await call.events("offer_declined")] == [how]
+
+    run(go)
+
+
+def test_an_ignored_offer_is_made_again_after_the_interval_at_most_max_offers_times(db):
+    async def go():
+        async with calling(db, settings=queue(agents=[], offer={"max_offers": 2, "interval_s": 30})) as call:
+            await queued(call)
+            await wait_offer(call)
+            await call.prompt_ends()
+            await call.stay_silent()  # the answer's wait runs out
+            assert call.state is S.QUEUED and call.prompts[-1] == "hold_music"
+            call.clock.advance(30)
+            await call.until(lambda: call.state is S.OFFERING)
+            await call.press("2")
+            call.clock.advance(300)
+            await asyncio.sleep(0.05)  # several checks
+            assert call.state is S.QUEUED and call.prompts.count("offer") == 2
+
+    run(go)
+
+
+def test_a_caller_without_a_usable_whatsapp_number_is_not_offered(db):
+    async def go():
+        async with calling(db, settings=queue(agents=[]), caller=CallerNumber(None, "the caller's number is withheld")) as call:
+            await queued(call)
+            call.clock.advance(61)
+            await call.until(lambda: call.state is S.QUEUED and bool(call.prompts))
+            await asyncio.sleep(0.05)
+            assert call.state is S.QUEUED and "offer" not in call.prompts
+            assert await call.events("offer_skipped") == [{"reason": "the caller's number is withheld"}]
+
+    run(go)
+
+
+def test_an_agent_answering_during_the_offer_takes_the_caller(db):
+    async def go():
+        async with calling(db) as call:
+            await queued(call)
+            call.timers.run_due(advance=15)  # ana does not answer: no offer while her phone rings
+            await wait_offer(call)
+            call.timers.run_due(advance=10)  # her pause is over: rung again, and this time she answers
+            call.phones.answer(ANA)
+            await call.settle()
+            assert call.state is S.CONNECTED and call.telephony.listening is False
+
+    run(go)
+
+
+def test_hanging_up_in_the_queue_is_an_abandon(db):
+    async def go():
+        async with calling(db) as call:
+            await queued(call)
+            call.clock.advance(151)
+            await call.hang_up()
+            record = await call.ended()
+            assert record["outcome"] == "abandoned"
+            (wait,) = await call.store.queue.waits()
+            assert wait["outcome"] == "abandoned" and call.phones.hangups == ["leg-1"]  # the ringing agent is cancelled
+
+    run(go)
+
+
+def test_hanging_up_during_the_offer_is_an_abandon_too(db):
+    async def go():
+        async with calling(db, settings=queue(agents=[])) as call:
+            await queued(call)
+            await wait_offer(call)
+            await call.hang_up()
+            assert (await call.ended())["outcome"] == "abandoned"
+
+    run(go)
+
+
+@pytest.mark.parametrize("during_offer", [False, True])
+def test_past_the_queues_max_wait_the_caller_hears_goodbye(db, during_offer):
+    async def go():
+        settings = queue(agents=[], max_wait_s=0.3) if during_offer else queue(agents=[], max_wait_s=0.05, offer={"enabled": False})
+        async with calling(db, settings=settings) as call:
+            await queued(call)
+            if during_offer:
+                await wait_offer(call)
+            await call.until(lambda: call.state is S.ACTING)
+            assert call.prompts[-1] == "goodbye"
+            await call.prompt_ends()
+            record = await call.ended()
+            assert record["outcome"] == "unserved"
+            (wait,) = await call.store.queue.waits()
+            assert wait["outcome"] == "timeout"
+
+    run(go)
+
+
+def test_caller_hanging_up_on_the_agent_ends_the_agents_leg(db):
+    async def go():
+        async with calling(db) as call:
+            await queued(call)
+            leg = call.phones.answer(ANA)
+            await call.settle()
+            await call.hang_up()
+            assert (await call.ended())["outcome"] == "served"
+            assert call.phones.leg(leg.leg_id).state == "ended"
+
+    run(go)
+
+
+def test_these_tests_take_every_queue_transition_in_the_table(request):
+    module = request.node.parent
+    others = [item.nodeid for item in module.collect() if item.nodeid != request.node.nodeid]
+    if any(nodeid not in RAN for nodeid in others):
+        pytest.skip("needs the whole module")
+    table = {(a, b) for a, targets in TRANSITIONS.items() for b in targets if {a, b} & QUEUE_STATES}
+    missing = sorted(f"{a.value} → {b.value}" for a, b in table - TAKEN)
+    assert not missing, f"no test takes {missing}"

@@ -1,0 +1,88 @@
+"""End to end: real SIP calls into a real gateway with a voice queue; the agent is a real SIP user agent.
+
+A caller states a reason that stays in voice, waits in the queue, and is connected to the agent
+(the agent's INVITE carries the context; the agent's voice reaches the caller); with nobody to
+answer, the caller is offered WhatsApp past the SLA and takes it with DTMF 1, and the follow-up
+reaches the WhatsApp sandbox with the call's context.
+"""
+from __future__ import annotations
+
+import time
+
+import pytest
+from conftest import ROOT, espeak
+
+from gateway.dev.harness import start_gateway
+from tests.support.sip.harness import UasProcess
+
+pytestmark = [pytest.mark.sip, pytest.mark.asr]
+
+BILL = "Me cobraron dos veces la factura de este mes"  # billing_dispute: voice
+AGENT_VOICE = ROOT / "gateway/call/prompts/es/transfer.wav"  # what the agent "says" on answering
+
+
+@pytest.fixture(scope="module")
+def agent():
+    with UasProcess("--greet", str(AGENT_VOICE), "--hangup-after", "3") as uas:
+        yield uas
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory, agent):
+    running = start_gateway(
+        tmp_path_factory.mktemp("queue-gateway"),
+        queues={
+            # The agent serves billing; nobody serves complaints, whose callers are offered WhatsApp.
+            "billing": {"agents": [{"id": "ana", "uri": agent.uri("ana")}], "wrap_up_s": 1, "sla_s": 600},
+            "complaints": {"sla_s": 1, "offer": {"check_interval_s": 0.5}},
+        },
+        routing={"skills": {"billing_dispute": "billing", "complaint": "complaints"}, "default_queue": "billing"},
+    )
+    yield running
+    running.stop()
+
+
+def test_a_waiting_caller_reaches_the_agent_with_the_calls_context(gateway, agent, tmp_path):
+    wav = espeak(BILL, "es", tmp_path / "say.wav")
+    record = gateway.call("es", "--wav", str(wav), "--timeout", "40")
+    assert record["_exit"] == 0, record
+    assert (record["intent"], record["route"], record["outcome"]) == ("billing_dispute", "voice", "served"), record
+    call_id = record["call_id"]
+    incoming = agent.wait_for(lambda e: e["event"] == "incoming" and e["to_user"] == "ana", timeout=5)
+    headers = incoming["headers"]
+    assert headers["X-Puente-Call-Id"] == call_id and headers["X-Puente-Intent"] == "billing_dispute"
+    assert headers["X-Puente-Language"] == "es" and headers["X-Puente-Queue"] == "billing"
+    assert headers["X-Puente-Context-Url"].endswith(f"/v1/calls/{call_id}/context")
+    assert 0 <= int(headers["X-Puente-Wait-S"]) < 10
+    # The agent's greeting reached the caller through the bridge, after the gateway's own prompts.
+    assert record["caller"]["duration_s"] > 3
+    context = gateway.get(f"/v1/calls/{call_id}/context")
+    assert context["intent"] == "billing_dispute" and "factura" in context["transcript"][0]["text"].lower()
+    assert (context["queue"]["queue"], context["queue"]["agent_id"], context["queue"]["state"]) == ("billing", "ana", "served")
+    events = [e["type"] for e in gateway.get(f"/v1/calls/{call_id}")["events"]]
+    assert "agent_connected" in events and "agent_hung_up" in events
+    (billing, _) = gateway.get("/v1/queues")
+    assert billing["queue"] == "billing" and billing["agents"][0]["answered"] >= 1
+
+
+def test_past_the_sla_dtmf_1_takes_the_caller_to_whatsapp_with_the_context(gateway, tmp_path):
+    wav = espeak("Quiero poner una queja por el mal servicio que recibí", "es", tmp_path / "say.wav")
+    number = "+525555550177"
+    record = gateway.call("es", "--wav", str(wav), "--from", number, "--dtmf", "1", "--timeout", "40")
+    assert record["_exit"] == 0, record
+    assert (record["intent"], record["outcome"]) == ("complaint", "deflected"), record
+    full = record["record"]
+    assert [d["route"] for d in full["decisions"]] == ["voice", "whatsapp"]
+    (message,) = full["messages"]
+    context = message["payload"]["context"]
+    assert (context["queue"], context["intent"], message["to_number"]) == ("complaints", "complaint", number)
+    assert context["waited_s"] > 0
+    deadline = time.monotonic() + 15
+    while message["status"] not in ("delivered", "read") and time.monotonic() < deadline:
+        time.sleep(0.2)
+        (message,) = gateway.get(f"/v1/calls/{record['call_id']}")["messages"]
+    assert message["status"] in ("delivered", "read"), message
+    (sent,) = gateway.get(f"/sandbox/customers/{number.lstrip('+')}/messages")
+    assert "queja" in str(sent) or "complaint" in str(sent) or sent, sent
+    offer = [e for e in full["events"] if e["type"] == "offer_made"]
+    assert offer and offer[0]["data"]["reason"].endswith("> SLA 1 s")
