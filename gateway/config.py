@@ -36,6 +36,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from models import EndpointerConfig, TranscriberConfig
+from gateway.queue.hours import OpenHours
 from nlu import DEFAULT_RASA_TIMEOUT_S, INTENTS
 from nlu import default_cache_dir as default_nlu_cache_dir
 from sip import SipConfig
@@ -308,6 +309,11 @@ class OfferSettings(_Section):
         if unknown:
             raise ValueError(f"unknown intents {unknown}; the taxonomy is {list(INTENTS)}")
         return value
+
+    @model_validator(mode="after")
+    def _hours_parse(self) -> "OfferSettings":
+        OpenHours(self.hours, self.timezone)  # HoursError (a ValueError) names the bad line or zone
+        return self
 
 
 class RecoverySettings(_Section):
