@@ -388,6 +388,16 @@ def _default_templates() -> list[WhatsAppTemplate]:
             body='Hi, we were helping you on the phone with {{1}}. You said: "{{2}}". Shall we continue here?',
             buttons=[WhatsAppButton(id="continue", text="Yes, let's go on"), WhatsAppButton(id="call_me", text="Call me instead")],
         ),
+        WhatsAppTemplate(
+            name="call_recovery", language="es",
+            body="Hola, vimos que nos llamaste por {{1}} y la llamada se cortó tras {{2}} de espera. ¿Seguimos por aquí?",
+            buttons=[WhatsAppButton(id="continue", text="Sí, sigamos"), WhatsAppButton(id="call_me", text="Prefiero llamada")],
+        ),
+        WhatsAppTemplate(
+            name="call_recovery", language="en",
+            body="Hi, we saw you called us about {{1}} and the call dropped after {{2}} on hold. Shall we continue here?",
+            buttons=[WhatsAppButton(id="continue", text="Yes, let's go on"), WhatsAppButton(id="call_me", text="Call me instead")],
+        ),
     ]
 
 
@@ -425,6 +435,9 @@ class WhatsAppSettings(_Section):
     default_region: str = Field("MX", description="Region for caller numbers without a country code.")
     consent: ConsentSettings = ConsentSettings()
     template: str = Field("call_followup", description="Template of the first message after a deflection.")
+    recovery_template: str = Field(
+        "call_recovery", description="Template of the message after a caller hung up before being served ({{1}} the reason, {{2}} the wait)."
+    )
     base_url: str | None = Field(
         None, description="Cloud API base URL, e.g. https://graph.facebook.com; default: the sandbox on the gateway's HTTP server."
     )
@@ -453,7 +466,8 @@ class WhatsAppSettings(_Section):
     window_hours: float = Field(24.0, gt=0, description="Customer-service window opened by the customer's last message.")
     templates: list[WhatsAppTemplate] = Field(default_factory=_default_templates, description="Approved templates.")
     intent_labels: dict[str, dict[str, str]] = Field(
-        default_factory=_default_intent_labels, description="language → intent → words used for {{1}} of the follow-up template."
+        default_factory=_default_intent_labels,
+        description="language → intent → words used for {{1}} (the call reason) of the follow-up and recovery templates.",
     )
 
     @field_validator("phone_number_id", "business_account_id", "display_phone_number", "access_token", "app_secret", "verify_token", mode="before")
@@ -473,9 +487,15 @@ class WhatsAppSettings(_Section):
         if self.backoff_cap_s < self.backoff_base_s:
             raise ValueError("backoff_cap_s must be at least backoff_base_s")
         names = {t.name for t in self.templates}
-        if self.template not in names:
-            raise ValueError(f"template {self.template!r} is not in templates {sorted(names)}")
+        for setting in ("template", "recovery_template"):
+            if getattr(self, setting) not in names:
+                raise ValueError(f"{setting} {getattr(self, setting)!r} is not in templates {sorted(names)}")
         return self
+
+    @property
+    def reason_templates(self) -> frozenset[str]:
+        """The templates whose {{1}} is the call reason, an intent id that ``intent_labels`` puts into words."""
+        return frozenset({self.template, self.recovery_template})
 
     @property
     def sandbox(self) -> bool:

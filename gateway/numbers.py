@@ -142,6 +142,12 @@ def whatsapp_key(number: str) -> str:
     return f"{parsed.country_code}{national}"
 
 
+def whatsapp_suffix(number: str) -> str:
+    """Digits that every form :func:`whatsapp_key` equates with ``number`` ends in (each rule only adds or
+    drops digits ahead of the last eight), for narrowing a query before comparing keys."""
+    return re.sub(r"\D", "", number)[-8:]
+
+
 def whatsapp_number(number: str) -> str:
     """``number`` (international, with or without ``+``; a ``wa_id``) in the one form Puente sends
     WhatsApp messages to and files replies under: ``+`` and its :func:`whatsapp_key`."""

@@ -95,7 +95,7 @@ def test_settings_defaults_and_strictness():
 
 
 def test_message_builder_turns_buttons_and_list_payloads_into_interactive_messages():
-    builder = MessageBuilder(TemplateRegistry([]), {})
+    builder = MessageBuilder(TemplateRegistry([]), {}, ())
     buttons = builder.build({"type": "buttons", "text": "¿Qué deseas?", "buttons": [
         {"id": "confirm", "title": "Confirmar"}, {"id": "long", "title": "Un título demasiado largo para WhatsApp"}]},
         to="+525555550123", callback_data="conv:x:step:1")

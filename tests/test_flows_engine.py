@@ -255,7 +255,7 @@ def test_the_flow_messages_build_into_valid_cloud_api_messages(tmp_path):
             [choose] = await chat.send("hola")
             [slot] = await chat.send(None, payload="reschedule")
             [done] = await chat.send(None, payload="next_week")
-            builder = MessageBuilder(TemplateRegistry([]), {})
+            builder = MessageBuilder(TemplateRegistry([]), {}, ())
             for payload in (choose, slot, done):
                 message = builder.build(payload, to=NUMBER, callback_data="k").model_dump(mode="json", exclude_none=True)
                 assert message["type"] == "interactive"

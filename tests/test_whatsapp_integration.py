@@ -151,7 +151,7 @@ def test_sender_killed_mid_send_is_reconciled_not_resent_by_the_next_one(tmp_pat
                     restarted, CloudApiClient(http, base_url=env.url + "/sandbox", api_version="v21.0",
                                               phone_number_id=settings.phone_number_id,
                                               access_token=env.channel.client._token),
-                    MessageBuilder(TemplateRegistry(settings.templates), settings.intent_labels), settings,
+                    MessageBuilder(TemplateRegistry(settings.templates), settings.intent_labels, settings.reason_templates), settings,
                     clock=SystemClock(), rng=__import__("random").Random(1),
                 )
                 task = asyncio.get_running_loop().create_task(worker.run())

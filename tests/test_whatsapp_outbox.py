@@ -55,7 +55,7 @@ def env(tmp_path):
 
 def make_worker(store, client, clock, alerts=None, **overrides):
     wa = load_settings(environ={}, overrides={f"whatsapp.{k}": v for k, v in overrides.items()}).whatsapp
-    builder = MessageBuilder(TemplateRegistry(wa.templates), wa.intent_labels)
+    builder = MessageBuilder(TemplateRegistry(wa.templates), wa.intent_labels, wa.reason_templates)
     return wa, OutboxWorker(store, client, builder, wa, clock=clock, rng=random.Random(42),
                             on_alert=(alerts.append if alerts is not None else None))
 

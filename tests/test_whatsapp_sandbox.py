@@ -37,7 +37,7 @@ def make(**kwargs):
     sandbox = Sandbox(registry=registry, phone_number_id=wa.phone_number_id, display_phone_number="15550000001",
                       business_account_id="waba", app_secret=SecretStr("s"), webhook_url=None, http=None,
                       clock=FakeClock(), rng=random.Random(7), access_token=TOKEN, **kwargs)
-    return wa, sandbox, MessageBuilder(registry, wa.intent_labels)
+    return wa, sandbox, MessageBuilder(registry, wa.intent_labels, wa.reason_templates)
 
 
 def run(sandbox, fn, token=TOKEN, phone_number_id=None):

@@ -10,7 +10,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from gateway.store import DecisionRecord, NewCall, OutboundMessage, Store, StoreError, UtteranceRecord
+from gateway.store import DecisionRecord, NewCall, OutboundMessage, Recovery, Store, StoreError, UtteranceRecord
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +42,10 @@ class CallRecorder:
     async def consent(self, number: str, *, granted: bool, method: str) -> None:
         await self._write("consent", lambda: self._store.consents.record(number, granted=granted, method=method, call_id=self.call_id))
 
-    async def end(self, *, outcome: str, ended_by: str, reason: str) -> None:
-        await self._write("call end", lambda: self._store.calls.end(self.call_id, outcome=outcome, ended_by=ended_by, reason=reason))
+    async def end(self, *, outcome: str, ended_by: str, reason: str, recovery: Recovery | None = None) -> None:
+        """``recovery``: the WhatsApp message an abandoned call schedules (see ``Calls.end``)."""
+        await self._write("call end", lambda: self._store.calls.end(
+            self.call_id, outcome=outcome, ended_by=ended_by, reason=reason, recovery=recovery))
 
     async def _write(self, what: str, operation: Callable[[], Awaitable[T]]) -> T | None:
         if self.failure is not None:

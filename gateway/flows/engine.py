@@ -1,7 +1,7 @@
-"""The flow engine: continues a deflected call on WhatsApp, one customer message at a time.
+"""The flow engine: continues a deflected (or abandoned, then recovered) call on WhatsApp, one customer message at a time.
 
 ``FlowEngine.handle_inbound`` is the webhook router's ``on_inbound``. For each new customer
-message it opens (or creates, from the call's deflection context) the conversation of that
+message it opens (or creates, from the context of the call's deflection or recovery message) the conversation of that
 number + call, runs the intent's flow until the flow waits for the customer again, and
 commits the whole turn in one transaction: outbound messages are ``outbox`` rows (key
 ``conv:{id}:step:{n}``) that the ``OutboxWorker`` delivers with its retries, pacing and

@@ -4,16 +4,18 @@ conversations.
 
 SQLAlchemy 2.0 on SQLite by default (WAL, so the HTTP API reads while calls write);
 PostgreSQL through the same code by URL. All writes for one fact happen in one transaction,
-and a routing decision and its outbound message are written together, so a crash can never
-leave a decision without its message or the reverse. Errors surface as ``StoreError``.
+and a routing decision and its outbound message are written together (as are an abandoned call's
+end and its recovery message), so a crash can never leave a decision without its message or the
+reverse. Errors surface as ``StoreError``.
 
     schema.py         every table (one ``create_all``)
     database.py       engine, the writer thread, transactions, ``StoreError``
     records.py        the values handed in and out (frozen dataclasses)
     rows.py           rows → plain dicts (one set of serialisers)
-    calls.py          calls, utterances, decisions, events
+    calls.py          calls, utterances, decisions, events, ends (and the recoveries they schedule)
     consent.py        WhatsApp consent answers
-    outbox.py         ``enqueue`` (the one way in) and the sender's lease machine
+    outbox.py         ``enqueue`` (the one way in, with an optional not-before time) and the sender's
+                      lease machine (which cancels a recovery whose caller was reached meanwhile)
     whatsapp.py       status webhooks, customers' messages, their windows, account events
     conversations.py  self-service conversations, turns and handoffs
     queue.py          voice-queue waits and agent states
@@ -22,6 +24,7 @@ leave a decision without its message or the reverse. Errors surface as ``StoreEr
 from gateway.store.database import StoreError
 from gateway.store.outbox import merge_message_status
 from gateway.store.records import (
+    RECOVERY_PURPOSE,
     AccountEvent,
     Conversation,
     DecisionRecord,
@@ -32,6 +35,7 @@ from gateway.store.records import (
     OutboundMessage,
     OutboxClaim,
     QueueJoin,
+    Recovery,
     StatusUpdate,
     Turn,
     UtteranceRecord,
@@ -40,6 +44,7 @@ from gateway.store.rows import utcnow
 from gateway.store.store import Store
 
 __all__ = [
-    "AccountEvent", "Conversation", "DecisionRecord", "InboundRecord", "Ingested", "InterruptedWait", "NewCall", "OutboundMessage", "OutboxClaim", "QueueJoin", "StatusUpdate",
-    "Store", "StoreError", "Turn", "UtteranceRecord", "merge_message_status", "utcnow",
+    "RECOVERY_PURPOSE", "AccountEvent", "Conversation", "DecisionRecord", "InboundRecord", "Ingested", "InterruptedWait",
+    "NewCall", "OutboundMessage", "OutboxClaim", "QueueJoin", "Recovery", "StatusUpdate", "Store", "StoreError", "Turn",
+    "UtteranceRecord", "merge_message_status", "utcnow",
 ]

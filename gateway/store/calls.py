@@ -1,17 +1,20 @@
-"""Call records: a call, what was heard and decided on it, its events, and its end."""
+"""Call records: a call, what was heard and decided on it, its events, and its end (with the recovery
+message an abandoned call may schedule)."""
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gateway.store.database import Database, StoreError
-from gateway.store.outbox import enqueue
+from gateway.store.outbox import cancel_unsent_recoveries, enqueue, recent_recovery
 from gateway.store.records import (
     DecisionRecord,
     NewCall,
     OutboundMessage,
+    Recovery,
     UtteranceRecord,
 )
 from gateway.store.rows import columns, iso, utcnow, values
@@ -67,11 +70,16 @@ class Calls:
 
         await self._db.write(write)
 
-    async def end(self, call_id: str, *, outcome: str, ended_by: str, reason: str) -> None:
+    async def end(self, call_id: str, *, outcome: str, ended_by: str, reason: str, recovery: Recovery | None = None) -> None:
+        """End the call; ``recovery`` (an abandoned call) is scheduled in the same transaction (event
+        ``recovery_scheduled``), unless a recovery to the number that may have been sent was written within
+        its window (event ``recovery_skipped``). One still waiting is cancelled: this call was a call back."""
         def write(s: Session) -> None:
             row = s.get(CallRow, call_id)
             if row is not None and row.ended_at is None:
-                _close(s, row, outcome=outcome, ended_by=ended_by, reason=reason)
+                now = _close(s, row, outcome=outcome, ended_by=ended_by, reason=reason)
+                if recovery is not None:
+                    _schedule_recovery(s, call_id, recovery, now)
 
         await self._db.write(write)
 
@@ -160,7 +168,24 @@ def _update_call(s: Session, call_id: str, *, state: str | None = None, language
         row.language = language
 
 
-def _close(s: Session, row: CallRow, *, outcome: str, ended_by: str, reason: str) -> None:
+def _close(s: Session, row: CallRow, *, outcome: str, ended_by: str, reason: str) -> datetime:
+    """End the call now; returns when."""
     now = utcnow()
     row.state, row.outcome, row.ended_by, row.end_reason, row.ended_at = "ended", outcome, ended_by, reason, now
     s.add(EventRow(call_id=row.id, type="call_ended", data={"outcome": outcome, "by": ended_by, "reason": reason}, at=now))
+    return now
+
+
+def _schedule_recovery(s: Session, call_id: str, recovery: Recovery, now: datetime) -> None:
+    message = recovery.message
+    # This call is a call back for a recovery still waiting: that one goes, so it cannot hold this one off
+    # (else a caller who abandons twice would get neither). The window counts recoveries that may have been sent.
+    cancel_unsent_recoveries(s, message.to_number, now=now, reason="called back")
+    earlier = recent_recovery(s, message.to_number, since=now - timedelta(seconds=recovery.window_s))
+    if earlier is not None:
+        reason = f"a recovery to this number was written {iso(earlier.created_at)} (window {recovery.window_s:g} s)"
+        s.add(EventRow(call_id=call_id, type="recovery_skipped", data={"reason": reason, "call_id": earlier.call_id}, at=now))
+        return
+    enqueue(s, call_id=call_id, message=message, now=now)
+    data = {"not_before": iso(message.not_before), "to": message.to_number}
+    s.add(EventRow(call_id=call_id, type="recovery_scheduled", data=data, at=now))

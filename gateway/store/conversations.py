@@ -42,7 +42,8 @@ class Conversations:
     # --- one turn --------------------------------------------------------------------
 
     async def open(self, call_id: str, number: str, *, now: datetime, default_language: str = "es") -> Conversation | None:
-        """The conversation of (call, number), created from the call's deflection context on first use;
+        """The conversation of (call, number), created on first use from the context of the call's deflection
+        or recovery message;
         ``None`` when the call is unknown."""
         def write(s: Session) -> Conversation | None:
             row = s.scalar(select(ConversationRow).where(ConversationRow.call_id == call_id, ConversationRow.number == number))
@@ -193,7 +194,8 @@ class Conversations:
 
 
 def _call_context(s: Session, call: CallRow) -> dict[str, Any]:
-    """The context the deflection message carried; the call's own rows fill what it lacks."""
+    """The context the call's first message carried (a deflection's or a recovery's: both quote it; a flow's
+    messages carry none); the call's own rows fill what it lacks."""
     context: dict[str, Any] = {}
     for message in s.scalars(select(OutboxRow).where(OutboxRow.call_id == call.id).order_by(OutboxRow.id)):
         if isinstance(message.payload, dict) and isinstance(message.payload.get("context"), dict):

@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+#: The outbox purpose of the message after an abandoned call.
+RECOVERY_PURPOSE = "recovery"
+
 
 @dataclass(frozen=True)
 class NewCall:
@@ -79,13 +82,31 @@ class InterruptedWait:
 
 @dataclass(frozen=True)
 class OutboundMessage:
-    purpose: str
+    purpose: str  # "deflection", "recovery" (after an abandoned call), "flow" (a conversation's step)
     to_number: str
     payload: dict[str, Any]
     channel: str = "whatsapp"
+    not_before: datetime | None = None  # aware UTC; the sender does not claim the message earlier
 
     def idempotency_key(self, call_id: str) -> str:
         return f"{call_id}:{self.purpose}"
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """The WhatsApp message promised to a caller who hung up before being served (``Calls.end`` schedules it).
+
+    ``message.purpose`` is ``"recovery"`` and ``message.not_before`` is set; no second recovery goes to the
+    same number within ``window_s`` of a scheduled one, and a caller who called back or was reached
+    meanwhile is not messaged (``Outbox.claim`` cancels it).
+    """
+
+    message: OutboundMessage
+    window_s: float
+
+    def __post_init__(self) -> None:
+        if self.message.purpose != RECOVERY_PURPOSE or self.message.not_before is None:
+            raise ValueError(f"a recovery is a {RECOVERY_PURPOSE!r} message with a not_before time")
 
 
 @dataclass(frozen=True)

@@ -102,7 +102,10 @@ class EventRow(Base):
 
 
 class OutboxRow(Base):
-    """A message waiting to be delivered; ``idempotency_key`` makes a retried write a no-op."""
+    """A message waiting to be delivered; ``idempotency_key`` makes a retried write a no-op.
+
+    ``purpose``: deflection | recovery | flow. ``status``: pending → sending → accepted → sent → delivered → read,
+    or failed, or cancelled (a recovery whose caller was reached before it was sent); see ``outbox.py``."""
 
     __tablename__ = "outbox"
     __table_args__ = (UniqueConstraint("idempotency_key"),)
@@ -233,7 +236,7 @@ class ConversationRow(Base):
     handoff_reason: Mapped[str | None] = mapped_column(Text)
     csat: Mapped[int | None] = mapped_column(Integer)
     variables: Mapped[dict[str, Any]] = mapped_column(JSON)
-    context: Mapped[dict[str, Any]] = mapped_column(JSON)  # the call context of the deflection message
+    context: Mapped[dict[str, Any]] = mapped_column(JSON)  # the call context of the deflection or recovery message
     out_seq: Mapped[int] = mapped_column(Integer, default=0)
     step_seq: Mapped[int] = mapped_column(Integer, default=0)
     invalid_count: Mapped[int] = mapped_column(Integer, default=0)

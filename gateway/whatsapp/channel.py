@@ -126,7 +126,7 @@ def build_whatsapp(
             http=sandbox_http, clock=clock, rng=rng, access_token=access_token, window_hours=wa.window_hours,
         )
     worker = OutboxWorker(
-        store, client, MessageBuilder(registry, wa.intent_labels), wa, clock=clock, rng=rng, on_alert=on_alert
+        store, client, MessageBuilder(registry, wa.intent_labels, wa.reason_templates), wa, clock=clock, rng=rng, on_alert=on_alert
     )
     router = create_whatsapp_router(
         store=store, app_secret=app_secret, verify_token=wa.verify_token, phone_number_id=wa.phone_number_id,

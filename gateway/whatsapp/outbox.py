@@ -17,6 +17,8 @@ Guarantee (read with ``gateway.store.outbox.Outbox.claim``):
   arrives within the grace period, and at-least-once otherwise (the Cloud API has no
   idempotency key; a duplicate is then detected and recorded as ``whatsapp_duplicate_send``).
   Definite HTTP error answers are treated as "not sent".
+* A row is not claimed before its not-before time; a recovery whose caller called back or was
+  reached meanwhile is cancelled by the claim instead of being handed out.
 """
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ has the same name, language and parameter count the real account must have appro
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -64,31 +64,59 @@ class TemplateRegistry:
 
 def followup_payload(template: str, language: str, context: Mapping[str, Any]) -> dict[str, Any]:
     """The outbox payload of the first message after a deflection: ``template`` quotes the call's
-    reason ({{1}}, an intent id put into words by ``MessageBuilder``) and the caller's words ({{2}});
-    ``context`` (the handoff context) travels along for the self-service flow."""
-    return {
-        "template": template,
-        "language": language,
-        # The template quotes the words and ends the sentence itself.
-        "parameters": [context["intent"], str(context["transcript"]).rstrip(" .")],
-        "context": dict(context),
-    }
+    reason ({{1}}) and the caller's words ({{2}}); ``context`` (the handoff context) travels along
+    for the self-service flow."""
+    # The template quotes the words and ends the sentence itself.
+    return _call_payload(template, language, context, str(context["transcript"]).rstrip(" ."))
+
+
+def recovery_payload(template: str, language: str, context: Mapping[str, Any], waited_s: float) -> dict[str, Any]:
+    """The outbox payload of the message after an abandoned call: ``template`` quotes the call's reason
+    ({{1}}) and how long the caller waited ({{2}}, in words of ``language``); the context carries the wait too."""
+    return _call_payload(template, language, {**context, "waited_s": round(waited_s, 1)}, spoken_duration(waited_s, language))
+
+
+def _call_payload(template: str, language: str, context: Mapping[str, Any], detail: str) -> dict[str, Any]:
+    """A template about a call: {{1}} its reason (an intent id put into words by ``MessageBuilder``), {{2}}
+    ``detail``; the context is what the conversation a reply opens starts from."""
+    return {"template": template, "language": language, "parameters": [context["intent"], detail], "context": dict(context)}
+
+
+#: (singular, plural) of hours, minutes and seconds, and the word before the last part, per language.
+_DURATION_WORDS = {
+    "es": ((("hora", "horas"), ("minuto", "minutos"), ("segundo", "segundos")), "y"),
+    "en": ((("hour", "hours"), ("minute", "minutes"), ("second", "seconds")), "and"),
+}
+
+
+def spoken_duration(seconds: float, language: str) -> str:
+    """``seconds`` as a person says it: "2 minutos y 31 segundos", "1 hour and 5 minutes" (two largest units;
+    a language without words here reads as Spanish)."""
+    units, conjunction = _DURATION_WORDS.get(language.split("_")[0].lower(), _DURATION_WORDS["es"])
+    total = max(1, round(seconds))
+    amounts = (total // 3600, total % 3600 // 60, total % 60)
+    parts = [f"{n} {words[n != 1]}" for n, words in zip(amounts, units) if n][:2]
+    return f" {conjunction} ".join(parts)
 
 
 class MessageBuilder:
     """Outbox payload → typed Cloud API message.
 
     Payload shapes (``payload["type"]``, default ``"template"``):
-    ``{"template", "language", "parameters", "context"?, "buttons"?}`` (what a deflection writes),
+    ``{"template", "language", "parameters", "context"?, "buttons"?}`` (what a deflection or a recovery writes),
     ``{"type": "text", "text"}``, ``{"type": "interactive", "interactive": {...wire format...}}``,
     ``{"type": "buttons", "text", "buttons": [{"id", "title"}, ...≤3], "header"?, "footer"?}`` (reply buttons) and
     ``{"type": "list", "text", "button", "rows": [{"id", "title", "description"?}, ...≤10], "header"?, "footer"?}``;
     titles longer than WhatsApp allows are shortened with "…" rather than refused.
     """
 
-    def __init__(self, registry: TemplateRegistry, intent_labels: Mapping[str, Mapping[str, str]]) -> None:
+    def __init__(
+        self, registry: TemplateRegistry, intent_labels: Mapping[str, Mapping[str, str]], reason_templates: Collection[str],
+    ) -> None:
+        """``reason_templates``: the templates whose {{1}} is the call reason (``WhatsAppSettings.reason_templates``)."""
         self.registry = registry
         self._labels = intent_labels
+        self._reason_templates = frozenset(reason_templates)
 
     def build(self, payload: Mapping[str, Any], *, to: str, callback_data: str | None) -> wire.TemplateMessage | wire.TextMessage | wire.InteractiveMessage:
         kind = payload.get("type", "template")
@@ -111,7 +139,7 @@ class MessageBuilder:
         if template is None:
             raise MessageBuildError(f"template {name!r} in language {language!r} is not in whatsapp.templates")
         raw = list(payload.get("parameters") or [])
-        if name == "call_followup" and raw:  # {{1}} is the call reason: say it in words, not as an intent id
+        if name in self._reason_templates and raw:  # {{1}} is the call reason: say it in words, not as an intent id
             raw[0] = self._labels.get(language.split("_")[0], {}).get(str(raw[0]), str(raw[0]).replace("_", " "))
         if len(raw) != template.body_parameters:
             raise MessageBuildError(
