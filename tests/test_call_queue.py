@@ -244,6 +244,43 @@ def test_hanging_up_in_the_queue_is_an_abandon(db):
     run(go)
 
 
+def test_an_abandon_in_the_queue_schedules_the_recovery_with_the_calls_context(db):
+    async def go():
+        settings = queue(recovery={"delay_s": 120})
+        async with calling(db, settings={**settings, "whatsapp.consent.required": False}) as call:
+            await queued(call)
+            call.clock.advance(151)
+            await call.hang_up()
+            record = await call.ended()
+            (message,) = record["messages"]
+            assert (message["purpose"], message["to_number"], message["status"]) == ("recovery", NUMBER, "pending")
+            assert message["payload"]["template"] == "call_recovery"
+            context = message["payload"]["context"]
+            assert (context["intent"], context["transcript"], context["waited_s"]) == ("billing_dispute", BILL, 151.0)
+            (scheduled,) = await call.events("recovery_scheduled")
+            assert scheduled["to"] == NUMBER
+
+    run(go)
+
+
+@pytest.mark.parametrize("waited_s, consent_required, why", [
+    (5, False, "hung up after 5 s < 10 s"),
+    (60, True, "no WhatsApp consent on record"),
+])
+def test_a_short_abandon_or_one_without_consent_gets_no_recovery(db, waited_s, consent_required, why):
+    async def go():
+        settings = {**queue(), "whatsapp.consent.required": consent_required}
+        async with calling(db, settings=settings) as call:
+            await queued(call)
+            call.clock.advance(waited_s)
+            await call.hang_up()
+            record = await call.ended()
+            assert record["messages"] == []
+            assert await call.events("recovery_not_offered") == [{"reason": why}]
+
+    run(go)
+
+
 def test_hanging_up_during_the_offer_is_an_abandon_too(db):
     async def go():
         async with calling(db, settings=queue(agents=[])) as call:

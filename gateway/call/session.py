@@ -24,6 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from enum import Enum
 from typing import Any, Protocol
 
@@ -36,9 +37,18 @@ from gateway.config import Settings
 from gateway.numbers import CallerNumber
 from gateway.queue.dispatcher import AgentConnected, AgentLeft, AgentRinging, Dispatcher, JoinRequest
 from gateway.queue.tickets import Ticket
-from gateway.store import DecisionRecord, NewCall, OutboundMessage, Store, UtteranceRecord
+from gateway.store import (
+    RECOVERY_PURPOSE,
+    DecisionRecord,
+    NewCall,
+    OutboundMessage,
+    Recovery,
+    Store,
+    UtteranceRecord,
+    utcnow,
+)
 from gateway.whatsapp.account import AccountHealth
-from gateway.whatsapp.templates import followup_payload
+from gateway.whatsapp.templates import followup_payload, recovery_payload
 from models import FRAME_MS, AudioFrame, Endpointer, EndpointerConfig, NoInput, SpeechStarted, UtteranceEnded
 from sip import CallEnded, CallMediaReady, DtmfReceived, IncomingCall, PlaybackFinished, TransferUpdate
 
@@ -670,8 +680,11 @@ class CallSession:
             partial = self._deps.endpointer.flush()
             if partial is not None:
                 await self._save_last_words(partial)
-        if self._ticket is not None and self._deps.queues is not None:
+        ticket, recovery = self._ticket, None
+        if ticket is not None and self._deps.queues is not None:
             self._deps.queues.leave(self.call_id, "abandoned" if by == "remote" else "interrupted")
+            if by == "remote" and self.state in _WAITING:
+                recovery = await self._recovery(ticket)
         if self.state is CallState.CONNECTED:
             outcome = "served"
         elif self._outcome in ("deflected", "transferred", "unserved"):
@@ -680,7 +693,31 @@ class CallSession:
             outcome = "abandoned"
         else:
             outcome = "interrupted"
-        await self._end(by, reason, outcome=outcome)
+        await self._end(by, reason, outcome=outcome, recovery=recovery)
+
+    async def _recovery(self, ticket: Ticket) -> Recovery | None:
+        """The WhatsApp message that picks up where a caller who hung up in the queue left off, when the
+        queue's policy, the wait, their number, our template and their consent (or the operator's policy) allow."""
+        d = self._deps
+        policy = d.settings.queues[ticket.queue].recovery
+        waited = ticket.waited(d.clock())
+        why_not = (
+            "recovery is off" if not policy.enabled
+            else f"hung up after {waited:.0f} s < {policy.min_abandon_s:.0f} s" if waited < policy.min_abandon_s
+            else "no reason was understood" if ticket.intent is None
+            else self._whatsapp_unavailable()
+        )
+        if why_not is None and not await self._consent_on_record():
+            why_not = "no WhatsApp consent on record"
+        if why_not is not None:
+            await self._event("recovery_not_offered", {"reason": why_not})
+            return None
+        assert self.caller.whatsapp is not None
+        language = self._deflection_language()
+        payload = recovery_payload(d.settings.whatsapp.recovery_template, language, self._context().as_dict(), waited)
+        not_before = utcnow() + timedelta(seconds=policy.delay_s)
+        message = OutboundMessage(purpose=RECOVERY_PURPOSE, to_number=self.caller.whatsapp, payload=payload, not_before=not_before)
+        return Recovery(message, window_s=policy.window_s)
 
     async def _save_last_words(self, partial: UtteranceEnded) -> None:
         """What the caller was saying when they hung up, kept in the record (nothing is decided on it)."""
@@ -692,9 +729,9 @@ class CallSession:
         seq = len(self._progress.utterances) + 1
         await self._save_utterance(seq, partial, transcript, {"transcription_ms": _ms(transcript.elapsed_s)})
 
-    async def _end(self, by: str, reason: str, *, outcome: str) -> None:
+    async def _end(self, by: str, reason: str, *, outcome: str, recovery: Recovery | None = None) -> None:
         self.state = CallState.ENDED
-        await self._record.end(outcome=outcome, ended_by=by, reason=reason)
+        await self._record.end(outcome=outcome, ended_by=by, reason=reason, recovery=recovery)
 
     # --- helpers -----------------------------------------------------------------------
 
