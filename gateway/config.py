@@ -35,8 +35,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from models import EndpointerConfig, TranscriberConfig
 from gateway.queue.hours import OpenHours
+from models import EndpointerConfig, TranscriberConfig
 from nlu import DEFAULT_RASA_TIMEOUT_S, INTENTS
 from nlu import default_cache_dir as default_nlu_cache_dir
 from sip import SipConfig
