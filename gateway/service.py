@@ -21,10 +21,11 @@ from gateway.call.session import CallSession, FrameIn, SessionDeps
 from gateway.call.speech import SpeechPipeline
 from gateway.config import Settings
 from gateway.flows import FlowEngine
-from gateway.numbers import caller_number
+from gateway.numbers import CallerNumber, caller_number
 from gateway.queue.dispatcher import Dispatcher
 from gateway.queue.journal import QueueJournal
-from gateway.store import Store, utcnow
+from gateway.queue.recovery import AbandonedWait, plan_recovery
+from gateway.store import InterruptedWait, Store, utcnow
 from gateway.whatsapp import WhatsAppChannel, build_whatsapp, local_base
 from models import AudioFrame, Endpointer, Transcriber, WebRtcVad
 from nlu import IntentClassifier, IntentModel, RasaClassifier, load_or_train_default
@@ -117,9 +118,34 @@ class Gateway:
                 schedule=lambda delay, fn: self._loop.call_later(delay, fn),
             )
             self.queues.start()
+        await self._recover(cut_off)
         await asyncio.to_thread(self.sip.start)
         self.started_at = time.time()
         return StartupReport(self.speech.asr_model, self.speech.nlu_version, closed, len(cut_off))
+
+    async def _recover(self, cut_off: list[InterruptedWait]) -> None:
+        """Callers a stop or crash cut off in a queue get the recovery a hang-up would have got."""
+        s = self.settings
+        for wait in cut_off:
+            queue = s.queues.get(wait.queue)
+            if queue is None:  # the queue was removed from the configuration meanwhile
+                continue
+            caller = CallerNumber(wait.caller_number, None if wait.caller_number else "no caller number")
+            unavailable = caller.unusable or self.whatsapp.account.deflection_unavailable(wait.language)
+            consented = not s.whatsapp.consent.required or bool(
+                wait.caller_number and await self.store.consents.latest(wait.caller_number))
+            context = {"call_id": wait.call_id, "intent": wait.intent, "language": wait.language,
+                       "transcript": wait.transcript, "queue": wait.queue}
+            plan = plan_recovery(queue.recovery, AbandonedWait(
+                intent=wait.intent, language=wait.language, waited_s=wait.waited_s, to_number=caller.whatsapp,
+                unavailable=unavailable, consented=consented, context=context,
+            ), template=s.whatsapp.recovery_template, now=utcnow())
+            if isinstance(plan, str):
+                await self.store.calls.record_event(wait.call_id, "recovery_not_offered", {"reason": plan})
+            else:
+                await self.store.calls.recover(wait.call_id, plan)
+        if cut_off:
+            log.info("queue: %d caller(s) were waiting when the gateway stopped; recoveries scheduled by policy", len(cut_off))
 
     async def stop(self) -> None:
         if self.sip is not None:

@@ -263,6 +263,21 @@ def test_an_abandon_in_the_queue_schedules_the_recovery_with_the_calls_context(d
     run(go)
 
 
+def test_a_caller_cut_off_by_the_gateway_stopping_is_interrupted_and_recovered_too(db):
+    async def go():
+        async with calling(db, settings={**queue(), "whatsapp.consent.required": False}) as call:
+            await queued(call)
+            call.clock.advance(40)
+            await call.gateway_stops()
+            record = await call.ended()
+            assert record["outcome"] == "interrupted"
+            assert [m["purpose"] for m in record["messages"]] == ["recovery"]
+            (wait,) = await call.store.queue.waits()
+            assert wait["outcome"] == "interrupted"
+
+    run(go)
+
+
 @pytest.mark.parametrize("waited_s, consent_required, why", [
     (5, False, "hung up after 5 s < 10 s"),
     (60, True, "no WhatsApp consent on record"),

@@ -7,6 +7,9 @@ reaches the WhatsApp sandbox with the call's context.
 """
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -83,6 +86,47 @@ def test_past_the_sla_dtmf_1_takes_the_caller_to_whatsapp_with_the_context(gatew
         (message,) = gateway.get(f"/v1/calls/{record['call_id']}")["messages"]
     assert message["status"] in ("delivered", "read"), message
     (sent,) = gateway.get(f"/sandbox/customers/{number.lstrip('+')}/messages")
-    assert "queja" in str(sent) or "complaint" in str(sent) or sent, sent
+    assert sent["text"].startswith("Hola, estábamos atendiendo tu llamada"), sent
     offer = [e for e in full["events"] if e["type"] == "offer_made"]
     assert offer and offer[0]["data"]["reason"].endswith("> SLA 1 s")
+
+
+def test_a_gateway_crash_with_a_caller_waiting_closes_the_wait_as_interrupted_and_recovers_the_caller(tmp_path):
+    queues = {"complaints": {"offer": {"enabled": False}, "recovery": {"delay_s": 0, "min_abandon_s": 0}}}
+    settings = {"queues": queues, "routing": {"default_queue": "complaints"}, "whatsapp": {"consent": {"required": False}}}
+    first = start_gateway(tmp_path, **settings)
+    wav = espeak("Quiero poner una queja por el mal servicio que recibí", "es", tmp_path / "say.wav")
+    caller = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "call", first.uri("es"), "--api", first.api, "--wav", str(wav),
+         "--from", "+525555550199", "--timeout", "60"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 40
+        while not gateway_waiting(first) and time.monotonic() < deadline:
+            time.sleep(0.3)
+        (waiting,) = gateway_waiting(first)
+        time.sleep(1)  # a second in the queue, recorded
+        first.stop(signal.SIGKILL)
+    finally:
+        caller.kill()
+        caller.wait()
+    second = start_gateway(tmp_path, **settings)
+    try:
+        record = second.get(f"/v1/calls/{waiting['call_id']}")
+        assert record["outcome"] == "interrupted", record["outcome"]
+        (recovery,) = record["messages"]
+        assert recovery["purpose"] == "recovery" and recovery["payload"]["context"]["intent"] == "complaint"
+        deadline = time.monotonic() + 15
+        while recovery["status"] not in ("delivered", "read") and time.monotonic() < deadline:
+            time.sleep(0.2)
+            (recovery,) = second.get(f"/v1/calls/{waiting['call_id']}")["messages"]
+        assert recovery["status"] in ("delivered", "read"), recovery
+        (sent,) = second.get("/sandbox/customers/525555550199/messages")
+        assert sent["text"].startswith("Hola, vimos que nos llamaste por") and "segundo" in sent["text"], sent
+    finally:
+        second.stop()
+
+
+def gateway_waiting(gateway) -> list[dict]:
+    return [w for q in gateway.get("/v1/queues") for w in q["waiting"] if w["state"] == "waiting"]

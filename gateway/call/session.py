@@ -24,7 +24,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
 from enum import Enum
 from typing import Any, Protocol
 
@@ -36,19 +35,11 @@ from gateway.call.speech import AsrSaturated, SpeechPipeline
 from gateway.config import Settings
 from gateway.numbers import CallerNumber
 from gateway.queue.dispatcher import AgentConnected, AgentLeft, AgentRinging, Dispatcher, JoinRequest
+from gateway.queue.recovery import AbandonedWait, plan_recovery
 from gateway.queue.tickets import Ticket
-from gateway.store import (
-    RECOVERY_PURPOSE,
-    DecisionRecord,
-    NewCall,
-    OutboundMessage,
-    Recovery,
-    Store,
-    UtteranceRecord,
-    utcnow,
-)
+from gateway.store import DecisionRecord, NewCall, OutboundMessage, Recovery, Store, UtteranceRecord, utcnow
 from gateway.whatsapp.account import AccountHealth
-from gateway.whatsapp.templates import followup_payload, recovery_payload
+from gateway.whatsapp.templates import followup_payload
 from models import FRAME_MS, AudioFrame, Endpointer, EndpointerConfig, NoInput, SpeechStarted, UtteranceEnded
 from sip import CallEnded, CallMediaReady, DtmfReceived, IncomingCall, PlaybackFinished, TransferUpdate
 
@@ -683,7 +674,7 @@ class CallSession:
         ticket, recovery = self._ticket, None
         if ticket is not None and self._deps.queues is not None:
             self._deps.queues.leave(self.call_id, "abandoned" if by == "remote" else "interrupted")
-            if by == "remote" and self.state in _WAITING:
+            if self.state in _WAITING:  # hung up, or cut off by the gateway stopping (it never hangs up a waiting caller)
                 recovery = await self._recovery(ticket)
         if self.state is CallState.CONNECTED:
             outcome = "served"
@@ -696,28 +687,20 @@ class CallSession:
         await self._end(by, reason, outcome=outcome, recovery=recovery)
 
     async def _recovery(self, ticket: Ticket) -> Recovery | None:
-        """The WhatsApp message that picks up where a caller who hung up in the queue left off, when the
-        queue's policy, the wait, their number, our template and their consent (or the operator's policy) allow."""
+        """The WhatsApp message that picks up where this caller, who hung up in the queue, left off (or None, recorded why)."""
         d = self._deps
-        policy = d.settings.queues[ticket.queue].recovery
-        waited = ticket.waited(d.clock())
-        why_not = (
-            "recovery is off" if not policy.enabled
-            else f"hung up after {waited:.0f} s < {policy.min_abandon_s:.0f} s" if waited < policy.min_abandon_s
-            else "no reason was understood" if ticket.intent is None
-            else self._whatsapp_unavailable()
+        unavailable = self._whatsapp_unavailable()
+        wait = AbandonedWait(
+            intent=ticket.intent, language=self._deflection_language(), waited_s=ticket.waited(d.clock()),
+            to_number=self.caller.whatsapp, unavailable=unavailable,
+            consented=unavailable is None and await self._consent_on_record(), context=self._context().as_dict(),
         )
-        if why_not is None and not await self._consent_on_record():
-            why_not = "no WhatsApp consent on record"
-        if why_not is not None:
-            await self._event("recovery_not_offered", {"reason": why_not})
+        plan = plan_recovery(d.settings.queues[ticket.queue].recovery, wait, template=d.settings.whatsapp.recovery_template,
+                             now=utcnow())
+        if isinstance(plan, str):
+            await self._event("recovery_not_offered", {"reason": plan})
             return None
-        assert self.caller.whatsapp is not None
-        language = self._deflection_language()
-        payload = recovery_payload(d.settings.whatsapp.recovery_template, language, self._context().as_dict(), waited)
-        not_before = utcnow() + timedelta(seconds=policy.delay_s)
-        message = OutboundMessage(purpose=RECOVERY_PURPOSE, to_number=self.caller.whatsapp, payload=payload, not_before=not_before)
-        return Recovery(message, window_s=policy.window_s)
+        return plan
 
     async def _save_last_words(self, partial: UtteranceEnded) -> None:
         """What the caller was saying when they hung up, kept in the record (nothing is decided on it)."""

@@ -18,7 +18,7 @@ from gateway.store.records import (
     UtteranceRecord,
 )
 from gateway.store.rows import columns, iso, utcnow, values
-from gateway.store.schema import CallRow, DecisionRow, EventRow, UtteranceRow
+from gateway.store.schema import CallRow, DecisionRow, EventRow, QueueWaitRow, UtteranceRow
 
 #: What a call left open by a crash became, by the route of its last decision.
 _OUTCOME_OF_ROUTE = {"whatsapp": "deflected", "voice": "voice"}
@@ -83,12 +83,23 @@ class Calls:
 
         await self._db.write(write)
 
+    async def recover(self, call_id: str, recovery: Recovery) -> None:
+        """Schedule ``recovery`` for a call that has already ended (a wait a restart cut short), by the
+        same window and call-back rules as :meth:`end`."""
+        def write(s: Session) -> None:
+            _schedule_recovery(s, call_id, recovery, utcnow())
+
+        await self._db.write(write)
+
     async def close_interrupted(self, reason: str) -> int:
         """At start-up: calls left open by a crash are ended (their data stays); returns how many."""
         def write(s: Session) -> int:
             rows = s.scalars(select(CallRow).where(CallRow.ended_at.is_(None))).all()
             for row in rows:
                 route = row.decisions[-1].route if row.decisions else None
+                wait = s.get(QueueWaitRow, row.id)
+                if wait is not None and wait.left_at is None:
+                    route = None  # cut off while waiting in a queue, or talking to its agent
                 _close(s, row, outcome=_OUTCOME_OF_ROUTE.get(route, "interrupted"), ended_by="gateway", reason=reason)
             return len(rows)
 

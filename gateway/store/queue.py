@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from gateway.store.database import Database
@@ -62,10 +62,12 @@ class QueueRecords:
                 served = row.answered_at is not None
                 row.left_at, row.outcome, row.state = at, "interrupted", "interrupted"
                 if not served:
+                    # The call's last recorded event is the last sign of it alive: the downtime is no wait.
+                    alive = s.scalar(select(func.max(EventRow.at)).where(EventRow.call_id == row.call_id))
                     cut.append(InterruptedWait(
                         call_id=row.call_id, queue=row.queue, intent=row.intent, language=row.language,
                         caller_number=row.caller_number, transcript=row.transcript, joined_at=utc(row.joined_at),
-                        waited_s=(at - utc(row.joined_at)).total_seconds(),
+                        waited_s=max(0.0, (utc(alive or row.joined_at) - utc(row.joined_at)).total_seconds()),
                     ))
             return cut
 
