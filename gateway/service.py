@@ -148,6 +148,8 @@ class Gateway:
             log.info("queue: %d caller(s) were waiting when the gateway stopped; recoveries scheduled by policy", len(cut_off))
 
     async def stop(self) -> None:
+        if self.queues is not None:
+            self.queues.close()
         if self.sip is not None:
             # Hanging up delivers CallEnded to every session, which then records its end.
             await asyncio.to_thread(self.sip.stop)

@@ -3,7 +3,7 @@
 Knows nothing of intents, WhatsApp or databases; see ``SipEndpoint`` for the
 gateway side and ``SipCaller`` for placing test calls.
 """
-from sip.caller import CallResult, CallScript, SipCaller
+from sip.caller import CallResult, CallScript, LiveCall, SipCaller
 from sip.capabilities import PjsuaBuild, pjsua2_build
 from sip.config import SipConfig
 from sip.endpoint import SipEndpoint
@@ -30,6 +30,7 @@ __all__ = [
     "DialProgress",
     "DtmfReceived",
     "IncomingCall",
+    "LiveCall",
     "PlaybackFinished",
     "SipCaller",
     "PjsuaBuild",

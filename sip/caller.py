@@ -63,6 +63,9 @@ class CallScript:
     reply_wav: Path | None = None
     reply_dtmf: str | None = None
     reply_after_s: float = 0.5
+    # "cue": the reply follows the cue above; "asked": only ``LiveCall.reply()`` sends it (a driver
+    # that watches the gateway knows better than the audio when the question is asked).
+    reply_when: Literal["cue", "asked"] = "cue"
     codecs: tuple[str, ...] | None = None  # offer only these, e.g. ("PCMA/8000",)
     # Media encryption offered (SDES-SRTP, also over UDP): "off" offers RTP/AVP only, "optional"
     # RTP/AVP with crypto lines, "mandatory" RTP/SAVP. Over TLS, dial "sip:…;transport=tls"
@@ -194,7 +197,7 @@ class _Leg(pj.Call):
             except pj.Error:
                 pass  # not transmitting any more
 
-    def _reply(self) -> None:
+    def reply(self) -> None:
         """The far end asked something (see ``CallScript.reply_wav``): answer it."""
         script = self.attempt.script
         if self.ended or self._audio is None:
@@ -220,9 +223,9 @@ class _Leg(pj.Call):
 
     def _schedule(self) -> None:
         script = self.attempt.script
-        if script.reply_wav is not None or script.reply_dtmf:
+        if (script.reply_wav is not None or script.reply_dtmf) and script.reply_when == "cue":
             # The cue fires from a frame callback (maybe the media thread): hop to the SIP thread, then wait there.
-            sip, reply, delay = self._sip, weakly(self._reply), script.reply_after_s
+            sip, reply, delay = self._sip, weakly(self.reply), script.reply_after_s
             self._reply_cue.fire = lambda: sip.submit(lambda: sip.call_later(delay, reply))
         if self.attempt.wav is not None:
             self._sip.call_later(script.speak_after_s, weakly(self._speak))
@@ -345,6 +348,32 @@ def _speech_ended(result: CallResult, stop: Callable[[], None], cue: _ReplyCue) 
         stop()
 
 
+class LiveCall:
+    """A call placed with :meth:`SipCaller.place`, driven while it runs; thread-safe."""
+
+    def __init__(self, caller: SipCaller, attempt: _Attempt) -> None:
+        self._caller = caller
+        self._attempt = attempt
+
+    @property
+    def result(self) -> CallResult:
+        """What happened so far (complete once ``wait`` returns)."""
+        return self._attempt.result
+
+    def reply(self) -> None:
+        """Say the script's ``reply_wav`` and/or key its ``reply_dtmf`` now."""
+        self._caller._on_legs(self._attempt, lambda leg: leg.reply())
+
+    def hang_up(self) -> None:
+        self._caller._on_legs(self._attempt, lambda leg: leg.end("local"))
+
+    def wait(self, timeout: float | None = None) -> CallResult:
+        if not self._attempt.done.wait(self._attempt.script.max_duration_s + 10.0 if timeout is None else timeout):
+            log.error("a call did not end 10 s after its max duration")
+            self._attempt.result.ended_by = "timeout"
+        return self._attempt.result
+
+
 class SipCaller:
     """Places scripted calls; a context manager owning the process's pjsua2 Endpoint."""
 
@@ -396,6 +425,10 @@ class SipCaller:
 
         Raises ValueError when none of ``script.codecs`` exists in this build.
         """
+        return self.place(uri, script).wait()
+
+    def place(self, uri: str, script: CallScript | None = None) -> LiveCall:
+        """Call ``uri`` and play ``script``; returns at once with a handle to drive and wait on the call."""
         script = script or CallScript()
         # sox, if the WAV needs converting, runs here rather than on the SIP thread.
         attempt = _Attempt(
@@ -407,10 +440,18 @@ class SipCaller:
             time.sleep(max(0.0, self._last_placed + _MIN_CALL_SPACING_S - time.monotonic()))
             self._last_placed = time.monotonic()
         self._sip.submit(lambda: self._place(uri, attempt)).result(10.0)
-        if not attempt.done.wait(script.max_duration_s + 10.0):
-            log.error("call to %s did not end 10 s after its max duration", uri)
-            attempt.result.ended_by = "timeout"
-        return attempt.result
+        return LiveCall(self, attempt)
+
+    def _on_legs(self, attempt: _Attempt, action: Callable[[_Leg], None]) -> None:
+        """Run ``action`` on the SIP thread for the attempt's live legs."""
+        def run() -> None:
+            for leg in self._legs_of(attempt):
+                action(leg)
+
+        self._sip.submit(run)
+
+    def _legs_of(self, attempt: _Attempt) -> list[_Leg]:
+        return [leg for leg in self._legs if leg.attempt is attempt]
 
     # -- SIP thread --------------------------------------------------------------
 
@@ -450,7 +491,7 @@ class SipCaller:
             leg.attempt.done.set()
 
     def _end_attempt(self, attempt: _Attempt, cause: Literal["local", "timeout"]) -> None:
-        for leg in [leg for leg in self._legs if leg.attempt is attempt]:
+        for leg in self._legs_of(attempt):
             leg.end(cause)
 
     def _account_for(self, script: CallScript) -> pj.Account:

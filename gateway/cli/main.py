@@ -61,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="run the gateway, place sample calls, print what was decided, stay up")
     _add_serve_flags(demo)
+    demo.add_argument("--scenario", choices=["calls", "queue"], default="calls",
+                      help="calls: six sample calls; queue: twenty callers and two agents in a voice queue")
+    demo.add_argument("--exit", action="store_true", help="stop once the scenario is done instead of staying up")
     demo.set_defaults(run=_cmd_demo)
 
     call = commands.add_parser("call", help="place a real SIP call and print the gateway's record of it")
@@ -139,12 +142,42 @@ def _cmd_call(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from gateway.http.server import serve
+
+    if args.scenario == "queue":
+        return _queue_demo(args)
     from gateway.dev.demo import run_demo
 
     # A short hold keeps the demo's voice calls from waiting for an agent that does not exist.
     settings = _settings(args, **({"routing.hold_timeout_s": 3.0} if args.config is None else {}))
+    asyncio.run(serve(settings, on_ready=run_demo, stop_when_ready=args.exit))
+    return 0
+
+
+def _queue_demo(args: argparse.Namespace) -> int:
+    from gateway.dev.harness import free_port
+    from gateway.dev.queue_demo import queue_overrides, run_queue_demo
     from gateway.http.server import serve
 
-    asyncio.run(serve(settings, on_ready=run_demo))
+    agents_port = free_port()
+    settings = _settings(args, **queue_overrides(agents_port))
+
+    async def with_agents(settings: Settings) -> None:
+        # The agents' phones need their own pjsua2 endpoint, hence their own process.
+        agents = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway.dev.agents", "--port", str(agents_port),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        )
+        try:
+            assert agents.stdout is not None
+            started = json.loads(await asyncio.wait_for(agents.stdout.readline(), 30) or b"{}")
+            if started.get("event") != "started":
+                raise RuntimeError(f"the simulated agents did not start: {started}")
+            await run_queue_demo(settings, agents)
+        finally:
+            agents.terminate()
+            await agents.wait()
+
+    asyncio.run(serve(settings, on_ready=with_agents, stop_when_ready=args.exit))
     return 0
 

@@ -22,7 +22,9 @@ class _ApiServer(uvicorn.Server):
         return contextlib.nullcontext()
 
 
-async def serve(settings: Settings, *, on_ready: Callable[[Settings], Awaitable[None]] | None = None) -> None:
+async def serve(settings: Settings, *, on_ready: Callable[[Settings], Awaitable[None]] | None = None,
+                stop_when_ready: bool = False) -> None:
+    """Serve until SIGINT/SIGTERM; ``on_ready`` runs once the API is up (and with ``stop_when_ready``, then stops)."""
     gateway = Gateway(settings)
     report = await gateway.start()
     print(
@@ -44,6 +46,7 @@ async def serve(settings: Settings, *, on_ready: Callable[[Settings], Awaitable[
             while not server.started and not serving.done():
                 await asyncio.sleep(0.05)
             await on_ready(settings)
+            server.should_exit = server.should_exit or stop_when_ready
         await serving
     finally:
         await gateway.stop()

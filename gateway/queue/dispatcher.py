@@ -132,10 +132,17 @@ class Dispatcher:
         self._timers: dict[str, Cancellable] = {}  # agent id → ring timeout or wrap-up
         self._timed_out: set[str] = set()  # legs we cancelled because the agent did not answer
         self._answered: dict[str, float] = {}  # leg id → when the agent answered
+        self._closed = False
 
     def start(self) -> None:
         for agent in self.agents.values():
             self._journal_agent(agent)
+
+    def close(self) -> None:
+        """The gateway is stopping: nobody is rung any more (the calls are being hung up)."""
+        self._closed = True
+        for agent_id in list(self._timers):
+            self._cancel_timer(agent_id)
 
     # --- the callers' side ------------------------------------------------------------------
 
@@ -282,6 +289,8 @@ class Dispatcher:
 
     def _dispatch(self) -> None:
         """Ring free agents, longest idle first, each for the best caller it may serve."""
+        if self._closed:
+            return
         free = sorted((a for a in self.agents.values() if a.state is AgentState.AVAILABLE), key=lambda a: a.idle_since)
         for agent in free:
             candidates = [
