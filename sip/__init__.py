@@ -1,7 +1,8 @@
 """Puente's telephony edge: SIP calls in, 16 kHz PCM frames and call events out.
 
 Knows nothing of intents, WhatsApp or databases; see ``SipEndpoint`` for the
-gateway side and ``SipCaller`` for placing test calls.
+gateway side, ``SipCaller`` for placing test calls and ``Registrar`` for the agents'
+softphones that REGISTER with the gateway.
 """
 from sip.caller import CallResult, CallScript, LiveCall, SipCaller
 from sip.capabilities import PjsuaBuild, pjsua2_build
@@ -19,8 +20,10 @@ from sip.events import (
     PlaybackFinished,
     TransferUpdate,
 )
+from sip.registrar import Binding, Registrar, RegistrarConfig
 
 __all__ = [
+    "Binding",
     "CallEnded",
     "CallEvent",
     "CallHandler",
@@ -32,6 +35,8 @@ __all__ = [
     "IncomingCall",
     "LiveCall",
     "PlaybackFinished",
+    "Registrar",
+    "RegistrarConfig",
     "SipCaller",
     "PjsuaBuild",
     "SipConfig",
