@@ -39,7 +39,7 @@ from gateway.queue.hours import OpenHours
 from models import EndpointerConfig, TranscriberConfig
 from nlu import DEFAULT_RASA_TIMEOUT_S, INTENTS
 from nlu import default_cache_dir as default_nlu_cache_dir
-from sip import SipConfig
+from sip import RegistrarConfig, SipConfig
 
 ENV_PREFIX = "PUENTE_"
 Route = Literal["whatsapp", "voice"]
@@ -277,10 +277,34 @@ class RoutingSettings(_Section):
 
 
 class AgentSettings(_Section):
-    """An agent's phone: a SIP URI that takes one call at a time."""
+    """An agent's phone, one call at a time: at a fixed SIP URI, or wherever it registers (digest auth)."""
 
-    id: str = Field(..., pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Names the agent in events and /v1/queues.")
-    uri: str = Field(..., pattern=r"^sips?:", description="Where the gateway calls the agent.")
+    id: str = Field(..., pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Names the agent in events and /v1/queues; the registration user.")
+    uri: str | None = Field(None, pattern=r"^sips?:", description="Where the gateway calls the agent; none: where the agent registers.")
+    password: SecretStr | None = Field(None, description="The agent's digest password to REGISTER as sip:<id>@<registrar>.")
+
+    @model_validator(mode="after")
+    def _reachable(self) -> "AgentSettings":
+        if (self.uri is None) == (self.password is None):
+            raise ValueError(f"agent {self.id}: give either uri (a fixed phone) or password (the phone registers)")
+        return self
+
+
+class RegistrarSettings(_Section):
+    """Where agents' phones REGISTER (only listening when some agent has a password)."""
+
+    host: str | None = Field(None, description="Bind address; default: sip.host.")
+    port: int = _part_field(RegistrarConfig, "port", ge=1, le=65535, description="UDP port of the registrar (beside SIP's).")
+    realm: str = _part_field(RegistrarConfig, "realm", min_length=1, description="Digest realm the phones authenticate in.")
+    min_expires_s: int = _part_field(RegistrarConfig, "min_expires_s", ge=1, description="Shorter registrations are refused (423).")
+    max_expires_s: int = _part_field(RegistrarConfig, "max_expires_s", ge=1, description="Longer ones are granted this long.")
+    default_expires_s: int = _part_field(RegistrarConfig, "default_expires_s", ge=1, description="When a phone asks for none.")
+    nonce_ttl_s: int = _part_field(RegistrarConfig, "nonce_ttl_s", ge=1, description="Older challenges are answered stale.")
+    digest_algorithms: tuple[Literal["MD5", "SHA-256"], ...] = Field(
+        ("MD5",), min_length=1,
+        description="Challenged for, in order. MD5 only by default: softphones on libre < 2 (Debian's baresip 1.0) give up "
+                    "on any other challenge; add SHA-256 when every phone takes it (RFC 8760).",
+    )
 
 
 class OfferSettings(_Section):
@@ -569,6 +593,7 @@ class Settings(_Section):
     queues: dict[str, QueueSettings] = Field(
         default_factory=dict, description="Queue (skill) name → queue; none: voice calls follow routing.agent_uri or hold.",
     )
+    registrar: RegistrarSettings = RegistrarSettings()
     prompts_dir: Path | None = Field(None, description="Directory of <lang>/<prompt>.wav; default: the bundled prompts.")
 
     def line(self, extension: str) -> LineSettings:
@@ -583,6 +608,13 @@ class Settings(_Section):
 
     def sip_config(self) -> SipConfig:
         return SipConfig(**self.sip.model_dump())
+
+    def registrar_config(self) -> RegistrarConfig:
+        return RegistrarConfig(**{**self.registrar.model_dump(), "host": self.registrar.host or self.sip.host})
+
+    def agent_passwords(self) -> dict[str, str]:
+        """Agent id → password of every agent whose phone registers."""
+        return {a.id: a.password.get_secret_value() for q in self.queues.values() for a in q.agents if a.password}
 
     def endpointer_config(self) -> EndpointerConfig:
         # vad_aggressiveness configures the VAD the endpointer is handed, not the endpointer.
@@ -608,19 +640,20 @@ class Settings(_Section):
         if missing:
             raise ValueError(f"routing names queues that are not configured: {missing}")
         # An agent listed in several queues has several skills: one phone, one call at a time.
-        uris: dict[str, set[str]] = {}
+        uris: dict[str, set[str | None]] = {}
         for queue in self.queues.values():
             for agent in queue.agents:
-                uris.setdefault(agent.id, set()).add(agent.uri)
+                uris.setdefault(agent.id, set()).add(agent.uri or agent.password.get_secret_value())
         clashing = sorted(agent for agent, seen in uris.items() if len(seen) > 1)
         if clashing:
-            raise ValueError(f"agents listed with different URIs in different queues: {clashing}")
+            raise ValueError(f"agents listed with different URIs or passwords in different queues: {clashing}")
         return self
 
     @model_validator(mode="after")
     def _parts_accept(self) -> "Settings":
         # The parts check their own configs (__post_init__): run those checks at load, naming the section.
-        for section, derive in (("sip", self.sip_config), ("endpointing", self.endpointer_config), ("asr", self.transcriber_config)):
+        for section, derive in (("sip", self.sip_config), ("endpointing", self.endpointer_config), ("asr", self.transcriber_config),
+                                ("registrar", self.registrar_config)):
             try:
                 derive()
             except ValueError as exc:

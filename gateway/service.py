@@ -29,7 +29,7 @@ from gateway.store import InterruptedWait, Store, utcnow
 from gateway.whatsapp import WhatsAppChannel, build_whatsapp, local_base
 from models import AudioFrame, Endpointer, Transcriber, WebRtcVad
 from nlu import IntentClassifier, IntentModel, RasaClassifier, load_or_train_default
-from sip import CallEvent, IncomingCall, PjsuaBuild, SipEndpoint, pjsua2_build
+from sip import Binding, CallEvent, IncomingCall, PjsuaBuild, Registrar, SipEndpoint, pjsua2_build
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,7 @@ class Gateway:
         self.whatsapp: WhatsAppChannel | None = None
         self.flows: FlowEngine | None = None
         self.queues: Dispatcher | None = None
+        self.registrar: Registrar | None = None
         self._journal = QueueJournal()
         self._policy = RoutingPolicy(settings.routing)
         self._prompts: PromptLibrary | None = None
@@ -118,6 +119,10 @@ class Gateway:
                 schedule=lambda delay, fn: self._loop.call_later(delay, fn),
             )
             self.queues.start()
+            passwords = s.agent_passwords()
+            if passwords:  # some agents' phones register: listen for them
+                self.registrar = Registrar(s.registrar_config(), credentials=passwords.get, on_change=self._registered)
+                await self.registrar.start()
         await self._recover(cut_off)
         await asyncio.to_thread(self.sip.start)
         self.started_at = time.time()
@@ -150,6 +155,8 @@ class Gateway:
     async def stop(self) -> None:
         if self.queues is not None:
             self.queues.close()
+        if self.registrar is not None:
+            await self.registrar.stop()
         if self.sip is not None:
             # Hanging up delivers CallEnded to every session, which then records its end.
             await asyncio.to_thread(self.sip.stop)
@@ -205,6 +212,10 @@ class Gateway:
             session.post(item)
         elif self.queues is not None and self.queues.handles(call_id):
             self.queues.on_leg_event(item)  # the distributor's call to an agent
+
+    def _registered(self, agent_id: str, binding: Binding | None) -> None:
+        if self.queues is not None:
+            self.queues.registered(agent_id, binding.contact if binding else None)
 
     def context_url(self, call_id: str) -> str:
         """Where an agent's desktop reads the call's context."""
@@ -265,6 +276,9 @@ class Gateway:
                 "last_failure": failing[-1] if failing else (last[1] if last else None),
             },
             "whatsapp": whatsapp,
+            "registrar": None if self.registrar is None else {
+                "port": self.registrar.port, **self.registrar.stats,
+            },
             "queues": None if self.queues is None else {
                 q["queue"]: {"waiting": sum(1 for w in q["waiting"] if w["state"] != "connected"),
                              "agents": q["agents_by_state"], "estimated_wait_s": q["estimated_wait_s"]}

@@ -7,6 +7,7 @@ reaches the WhatsApp sandbox with the call's context.
 """
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import time
 import pytest
 from conftest import ROOT, espeak
 
-from gateway.dev.harness import start_gateway
+from gateway.dev.harness import free_ports, start_gateway
 from tests.support.sip.harness import UasProcess
 
 pytestmark = [pytest.mark.sip, pytest.mark.asr]
@@ -130,3 +131,56 @@ def test_a_gateway_crash_with_a_caller_waiting_closes_the_wait_as_interrupted_an
 
 def gateway_waiting(gateway) -> list[dict]:
     return [w for q in gateway.get("/v1/queues") for w in q["waiting"] if w["state"] == "waiting"]
+
+
+_AGENT_PHONE = """\
+module_path		/usr/lib/baresip/modules
+poll_method		epoll
+sip_listen		127.0.0.1:{sip_port}
+audio_player		aubridge,discard
+audio_source		aubridge,discard
+module			g711.so
+module			aubridge.so
+module_tmp		account.so
+"""
+
+
+@pytest.mark.skipif(shutil.which("baresip") is None, reason="Debian baresip is not installed")
+def test_an_agent_whose_softphone_registers_with_a_password_is_called_where_it_registered(tmp_path):
+    (registrar_port,) = free_ports(1)
+    settings = {
+        "queues": {"billing": {"agents": [{"id": "ana", "password": "s3cret"}], "offer": {"enabled": False}}},
+        "registrar": {"port": registrar_port},
+    }
+    gateway = start_gateway(tmp_path, **settings)
+    phone_dir = tmp_path / "baresip"
+    phone_dir.mkdir()
+    (phone_port,) = free_ports(1)
+    (phone_dir / "config").write_text(_AGENT_PHONE.format(sip_port=phone_port))
+    (phone_dir / "accounts").write_text(
+        f"<sip:ana@127.0.0.1:{registrar_port}>;auth_pass=s3cret;regint=60;answermode=auto\n")
+    phone = subprocess.Popen(["baresip", "-f", str(phone_dir)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and agent_state(gateway) != "available":
+            time.sleep(0.2)
+        assert agent_state(gateway) == "available", gateway.get("/v1/queues")
+        assert gateway.get("/healthz")["registrar"]["registered"] == 1
+        wav = espeak(BILL, "es", tmp_path / "say.wav")
+        record = gateway.call("es", "--wav", str(wav), "--hangup-after", "12", "--timeout", "40")
+        assert (record["route"], record["outcome"]) == ("voice", "served"), record
+        events = [e["type"] for e in record["record"]["events"]]
+        assert "agent_connected" in events
+    finally:
+        phone.send_signal(signal.SIGINT)
+        try:
+            phone.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            phone.kill()
+        gateway.stop()
+
+
+def agent_state(gateway) -> str:
+    (queue,) = gateway.get("/v1/queues")
+    return queue["agents"][0]["state"]

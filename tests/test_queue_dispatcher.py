@@ -313,3 +313,20 @@ def test_the_snapshot_lists_callers_by_position_agents_by_state_and_the_estimate
         assert general["estimate_method"] == "erlang_a" and general["estimated_wait_s"] > 0
 
     run(go)
+
+
+def test_an_agent_who_registers_is_rung_at_the_registered_contact_and_goes_offline_when_it_ends(bench_for):
+    async def go():
+        bench = bench_for({"queues": {"general": {"agents": [{"id": "ana", "password": "s3cret"}], "wrap_up_s": 5}}})
+        assert (bench.agent("ana"), bench.dispatcher.agents["ana"].reason) == (AgentState.OFFLINE, "not registered")
+        await bench.caller("c1")
+        assert bench.phones.legs == []  # nobody to ring yet
+        bench.dispatcher.registered("ana", "sip:ana@192.0.2.7:5062")
+        leg = bench.phones.answer("sip:ana@192.0.2.7:5062")
+        bench.dispatcher.registered("ana", None)  # the phone unregisters mid-call: the call goes on
+        assert bench.agent("ana") is AgentState.ON_CALL
+        bench.phones.agent_hangs_up(leg.leg_id)
+        bench.timers.run_due(advance=5)
+        assert (bench.agent("ana"), bench.dispatcher.agents["ana"].reason) == (AgentState.OFFLINE, "not registered")
+
+    run(go)

@@ -165,7 +165,7 @@ def _queue_demo(args: argparse.Namespace) -> int:
     async def with_agents(settings: Settings) -> None:
         # The agents' phones need their own pjsua2 endpoint, hence their own process.
         agents = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gateway.dev.agents", "--port", str(agents_port),
+            sys.executable, "-m", "gateway.dev.agents", "--port", str(agents_port), "--talk-s", "20",
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
         )
         try:

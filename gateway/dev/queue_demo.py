@@ -36,11 +36,11 @@ _TEXTS = {
 #: (reason, behaviour, hang up after s): four take the offer by key, three by voice, three decline,
 #: four hang up (one too soon to be recovered), six just wait for an agent.
 _PLAN = (
-    ("billing", "dtmf1", None), ("internet", "wait", None), ("cancel", "yes", None), ("complaint", "abandon", 30.0),
+    ("billing", "dtmf1", None), ("internet", "wait", None), ("cancel", "yes", None), ("complaint", "abandon", 35.0),
     ("billing", "dtmf2", None), ("internet_en", "yes", None), ("fraud", "wait", None), ("person", "dtmf1", None),
     ("cancel", "wait", None), ("complaint", "no", None), ("billing", "abandon", 7.0), ("internet", "dtmf1", None),
-    ("cancel_en", "wait", None), ("person", "abandon", 40.0), ("billing", "yes", None), ("internet", "dtmf2", None),
-    ("complaint", "wait", None), ("cancel", "dtmf1", None), ("fraud", "abandon", 25.0), ("billing", "wait", None),
+    ("cancel_en", "wait", None), ("person", "abandon", 30.0), ("billing", "yes", None), ("internet", "dtmf2", None),
+    ("complaint", "wait", None), ("cancel", "dtmf1", None), ("billing", "abandon", 25.0), ("fraud", "wait", None),
 )
 
 
@@ -54,11 +54,11 @@ def crowd_plan() -> list[Caller]:
 
 
 def queue_overrides(agents_port: int) -> dict[str, Any]:
-    """The scenario's queue: SLA 20 s, offers checked each second, recoveries 5 s after a hang-up."""
+    """The scenario's queue: SLA 15 s, calls of about 25 s, offers checked each second, recoveries 5 s after a hang-up."""
     return {
         "queues": {"general": {
             "agents": [{"id": name, "uri": f"sip:{name}@127.0.0.1:{agents_port}"} for name in AGENTS],
-            "sla_s": 20, "ring_timeout_s": 8, "wrap_up_s": 1, "max_wait_s": 180,
+            "sla_s": 15, "ring_timeout_s": 8, "wrap_up_s": 1, "max_wait_s": 180, "default_handle_time_s": 25,
             "offer": {"check_interval_s": 1, "interval_s": 30, "max_offers": 2, "holdout_share": 0.1},
             "recovery": {"delay_s": 5, "min_abandon_s": 3},
         }},

@@ -36,7 +36,7 @@ class Agent:
     """An agent and what they are doing; ``since`` is monotonic seconds of the last change."""
 
     id: str
-    uri: str
+    uri: str | None  # None: the agent's phone is not registered (an agent who registers)
     queues: tuple[str, ...]
     state: AgentState = AgentState.AVAILABLE
     since: float = 0.0
@@ -48,6 +48,7 @@ class Agent:
     last_outcome: str | None = None
     idle_since: float = 0.0  # when the agent last became available: the longest idle is rung first
     reason: str | None = None  # why the agent is offline
+    registers: bool = False  # the phone registers (its uri follows the registration)
 
     def move(self, state: AgentState, now: float) -> None:
         if state not in AGENT_TRANSITIONS[self.state]:

@@ -122,7 +122,12 @@ class Dispatcher:
             for configured in queue.agents:
                 agent = self.agents.get(configured.id)
                 if agent is None:
-                    self.agents[configured.id] = Agent(configured.id, configured.uri, (name,), since=clock(), idle_since=clock())
+                    agent = self.agents[configured.id] = Agent(
+                        configured.id, configured.uri, (name,), since=clock(), idle_since=clock(),
+                        registers=configured.uri is None,
+                    )
+                    if agent.registers:  # offline until the phone registers
+                        agent.state, agent.reason = AgentState.OFFLINE, "not registered"
                 else:
                     agent.queues = (*agent.queues, name)
         self._tickets: dict[str, Ticket] = {}
@@ -237,10 +242,24 @@ class Dispatcher:
             case CallEnded(call_id=leg, sip_status=status):
                 self._leg_ended(leg, status)
 
+    def registered(self, agent_id: str, contact: str | None) -> None:
+        """The agent's phone registered at ``contact``, or its registration ended (None)."""
+        agent = self.agents.get(agent_id)
+        if agent is None or not agent.registers:
+            return
+        agent.uri = contact
+        if contact is not None and agent.state is AgentState.OFFLINE and agent.reason == "not registered":
+            self.set_online(agent_id, True)
+        elif contact is None and agent.state in (AgentState.AVAILABLE, AgentState.WRAP_UP):
+            self._cancel_timer(agent.id)
+            agent.reason = "not registered"
+            self._move(agent, AgentState.OFFLINE)
+        # Ringing or on a call: the call goes on; the agent is not rung again while unregistered.
+
     def set_online(self, agent_id: str, online: bool) -> Agent:
         """Log an agent in or out (an agent on a call goes offline when it ends)."""
         agent = self.agents[agent_id]
-        if online and agent.state is AgentState.OFFLINE:
+        if online and agent.state is AgentState.OFFLINE and (agent.uri is not None or not agent.registers):
             agent.missed_in_a_row, agent.reason = 0, None
             self._move(agent, AgentState.AVAILABLE)
             self._dispatch()
@@ -291,7 +310,8 @@ class Dispatcher:
         """Ring free agents, longest idle first, each for the best caller it may serve."""
         if self._closed:
             return
-        free = sorted((a for a in self.agents.values() if a.state is AgentState.AVAILABLE), key=lambda a: a.idle_since)
+        free = sorted((a for a in self.agents.values() if a.state is AgentState.AVAILABLE and a.uri is not None),
+                      key=lambda a: a.idle_since)
         for agent in free:
             candidates = [
                 t for t in self._tickets.values()
@@ -308,6 +328,7 @@ class Dispatcher:
         }
         self._move(agent, AgentState.RINGING, call_id=ticket.call_id)
         ticket.state, ticket.agent_id = TicketState.RINGING, agent.id
+        assert agent.uri is not None  # _dispatch rings only agents with a phone
         leg = self._telephony.dial(agent.uri, headers)
         agent.leg_id = leg
         self._legs[leg] = agent.id
@@ -393,7 +414,10 @@ class Dispatcher:
 
         def done() -> None:
             self._timers.pop(agent.id, None)
-            if agent.state is AgentState.WRAP_UP:
+            if agent.state is AgentState.WRAP_UP and agent.uri is None:  # the phone unregistered meanwhile
+                agent.reason = "not registered"
+                self._move(agent, AgentState.OFFLINE)
+            elif agent.state is AgentState.WRAP_UP:
                 self._move(agent, AgentState.AVAILABLE)
                 self._dispatch()
 

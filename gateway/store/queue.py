@@ -73,7 +73,7 @@ class QueueRecords:
 
         return await self._db.write(write)
 
-    async def agent(self, agent_id: str, *, uri: str, state: str, call_id: str | None, reason: str | None,
+    async def agent(self, agent_id: str, *, uri: str | None, state: str, call_id: str | None, reason: str | None,
                     at: datetime) -> None:
         def write(s: Session) -> None:
             row = s.get(AgentStateRow, agent_id)

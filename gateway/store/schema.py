@@ -350,7 +350,7 @@ class AgentStateRow(Base):
     __tablename__ = "agent_states"
 
     agent_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    uri: Mapped[str] = mapped_column(Text)
+    uri: Mapped[str | None] = mapped_column(Text)  # None: a registering phone not registered now
     state: Mapped[str] = mapped_column(String(16))
     call_id: Mapped[str | None] = mapped_column(String(36))
     reason: Mapped[str | None] = mapped_column(Text)
