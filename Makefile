@@ -1,10 +1,13 @@
-.PHONY: setup demo serve test bench
+.PHONY: setup demo demo-queue serve test bench
 
 setup:
 	./scripts/setup.sh
 
 demo: setup
 	.venv/bin/puente demo
+
+demo-queue: setup
+	.venv/bin/puente demo --scenario queue --exit
 
 serve: setup
 	.venv/bin/puente serve

@@ -300,10 +300,9 @@ class RegistrarSettings(_Section):
     max_expires_s: int = _part_field(RegistrarConfig, "max_expires_s", ge=1, description="Longer ones are granted this long.")
     default_expires_s: int = _part_field(RegistrarConfig, "default_expires_s", ge=1, description="When a phone asks for none.")
     nonce_ttl_s: int = _part_field(RegistrarConfig, "nonce_ttl_s", ge=1, description="Older challenges are answered stale.")
-    digest_algorithms: tuple[Literal["MD5", "SHA-256"], ...] = Field(
-        ("MD5",), min_length=1,
-        description="Challenged for, in order. MD5 only by default: softphones on libre < 2 (Debian's baresip 1.0) give up "
-                    "on any other challenge; add SHA-256 when every phone takes it (RFC 8760).",
+    digest_algorithms: tuple[Literal["MD5", "SHA-256"], ...] = _part_field(
+        RegistrarConfig, "digest_algorithms", min_length=1,
+        description="Challenged for, in order; add SHA-256 (RFC 8760) once every phone takes it (baresip 1.0 does not).",
     )
 
 

@@ -55,9 +55,10 @@ class RegistrarConfig:
     max_expires_s: int = 3600  # longer asked intervals are granted as this
     default_expires_s: int = 600  # when the REGISTER asks for no interval
     nonce_ttl_s: int = 300  # older nonces get 401 with stale=true
-    # Challenged for and accepted, in this order. A softphone on libre < 2.x (Debian's baresip 1.0)
-    # gives up on a 401 holding any challenge but MD5, against RFC 8760 §2.4: ("MD5",) for those.
-    digest_algorithms: tuple[str, ...] = ("MD5", "SHA-256")
+    # Challenged for and accepted, in this order. MD5 only by default: a softphone on libre < 2.x
+    # (Debian's baresip 1.0) gives up on a 401 holding any other challenge, against RFC 8760 §2.4;
+    # ("MD5", "SHA-256") once every phone takes it.
+    digest_algorithms: tuple[str, ...] = ("MD5",)
 
     def __post_init__(self) -> None:
         if not self.host:

@@ -9,6 +9,7 @@ from gateway.config import ConfigError, Settings, load_settings
 from models.endpointing import EndpointerConfig
 from models.transcribe import TranscriberConfig
 from sip.config import SipConfig
+from sip.registrar import RegistrarConfig
 
 
 def test_defaults_run_one_machine_out_of_the_box():
@@ -116,8 +117,19 @@ PART_OPTIONS = {
         "max_tokens_base": ("asr.max_tokens_base", 5, 5),
         "min_speech_ms": ("asr.min_speech_ms", 200, 200),
     },
+    RegistrarConfig: {
+        "host": ("registrar.host", "127.0.0.3", "127.0.0.3"),
+        "port": ("registrar.port", 5080, 5080),
+        "realm": ("registrar.realm", "agents.example", "agents.example"),
+        "min_expires_s": ("registrar.min_expires_s", 30, 30),
+        "max_expires_s": ("registrar.max_expires_s", 7200, 7200),
+        "default_expires_s": ("registrar.default_expires_s", 300, 300),
+        "nonce_ttl_s": ("registrar.nonce_ttl_s", 120, 120),
+        "digest_algorithms": ("registrar.digest_algorithms", ["SHA-256", "MD5"], ("SHA-256", "MD5")),
+    },
 }
-DERIVE = {SipConfig: Settings.sip_config, EndpointerConfig: Settings.endpointer_config, TranscriberConfig: Settings.transcriber_config}
+DERIVE = {SipConfig: Settings.sip_config, EndpointerConfig: Settings.endpointer_config, TranscriberConfig: Settings.transcriber_config,
+          RegistrarConfig: Settings.registrar_config}
 
 
 @pytest.mark.parametrize("part", PART_OPTIONS, ids=lambda part: part.__name__)
