@@ -266,10 +266,14 @@ class RoutingSettings(_Section):
         default_factory=lambda: {"fraud_or_loss": 10},
         description="Intent → priority in its queue (higher is served first; default 0).",
     )
+    documents_intents: list[str] = Field(
+        default_factory=lambda: ["send_documents", "update_details"],
+        description="Voice calls with these intents get a WhatsApp link for documents and photos while they wait.",
+    )
 
-    @field_validator("routes", "skills", "priorities")
+    @field_validator("routes", "skills", "priorities", "documents_intents")
     @classmethod
-    def _known_intents(cls, value: dict[str, object]) -> dict[str, object]:
+    def _known_intents(cls, value: dict[str, object] | list[str]) -> dict[str, object] | list[str]:
         unknown = sorted(set(value) - set(INTENTS))
         if unknown:
             raise ValueError(f"unknown intents {unknown}; the taxonomy is {list(INTENTS)}")
@@ -421,6 +425,14 @@ def _default_templates() -> list[WhatsAppTemplate]:
             body="Hi, we saw you called us about {{1}} and the call dropped after {{2}} on hold. Shall we continue here?",
             buttons=[WhatsAppButton(id="continue", text="Yes, let's go on"), WhatsAppButton(id="call_me", text="Call me instead")],
         ),
+        WhatsAppTemplate(
+            name="call_documents", language="es",
+            body="Hola, para tu llamada sobre {{1}}: envíanos por aquí fotos o documentos. Seguimos contigo en la línea.",
+        ),
+        WhatsAppTemplate(
+            name="call_documents", language="en",
+            body="Hi, for your call about {{1}}: send us photos or documents here. We are still with you on the line.",
+        ),
     ]
 
 
@@ -430,11 +442,17 @@ def _default_intent_labels() -> dict[str, dict[str, str]]:
             "order_status": "el estado de tu pedido", "appointment": "tu cita", "duplicate_document": "un duplicado de tu documento",
             "opening_hours": "nuestros horarios", "policy_info": "tu póliza", "payment": "tu pago",
             "send_documents": "el envío de tus documentos", "update_details": "la actualización de tus datos",
+            "billing_dispute": "un cobro en tu factura", "technical_support": "un problema técnico",
+            "cancel_service": "la cancelación de tu servicio", "fraud_or_loss": "una tarjeta perdida o robada",
+            "complaint": "tu queja", "agent_request": "hablar con un asesor",
         },
         "en": {
             "order_status": "your order status", "appointment": "your appointment", "duplicate_document": "a copy of your document",
             "opening_hours": "our opening hours", "policy_info": "your policy", "payment": "your payment",
             "send_documents": "sending your documents", "update_details": "updating your details",
+            "billing_dispute": "a charge on your bill", "technical_support": "a technical problem",
+            "cancel_service": "cancelling your service", "fraud_or_loss": "a lost or stolen card",
+            "complaint": "your complaint", "agent_request": "talking to an agent",
         },
     }
 
@@ -460,6 +478,9 @@ class WhatsAppSettings(_Section):
     template: str = Field("call_followup", description="Template of the first message after a deflection.")
     recovery_template: str = Field(
         "call_recovery", description="Template of the message after a caller hung up before being served ({{1}} the reason, {{2}} the wait)."
+    )
+    documents_template: str = Field(
+        "call_documents", description="Template of the link for documents and photos sent during a voice call ({{1}} the reason).",
     )
     base_url: str | None = Field(
         None, description="Cloud API base URL, e.g. https://graph.facebook.com; default: the sandbox on the gateway's HTTP server."
@@ -510,7 +531,7 @@ class WhatsAppSettings(_Section):
         if self.backoff_cap_s < self.backoff_base_s:
             raise ValueError("backoff_cap_s must be at least backoff_base_s")
         names = {t.name for t in self.templates}
-        for setting in ("template", "recovery_template"):
+        for setting in ("template", "recovery_template", "documents_template"):
             if getattr(self, setting) not in names:
                 raise ValueError(f"{setting} {getattr(self, setting)!r} is not in templates {sorted(names)}")
         return self
@@ -518,7 +539,7 @@ class WhatsAppSettings(_Section):
     @property
     def reason_templates(self) -> frozenset[str]:
         """The templates whose {{1}} is the call reason, an intent id that ``intent_labels`` puts into words."""
-        return frozenset({self.template, self.recovery_template})
+        return frozenset({self.template, self.recovery_template, self.documents_template})
 
     @property
     def sandbox(self) -> bool:
@@ -538,6 +559,7 @@ class FlowSettings(_Section):
 
     enabled: bool = Field(True, description="Answer customers' WhatsApp replies with the flows; off: replies are only recorded.")
     file: Path | None = Field(None, description="Flows YAML; default: the bundled gateway/flows/default_flows.yaml.")
+    documents_flow: str = Field("send_documents", description="The flow a reply to the documents link of a voice call opens.")
     backend_url: str | None = Field(
         None,
         description="Value of {backend_url} in the flows' backend URLs; default: this gateway's own /demo-backend "

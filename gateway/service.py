@@ -17,7 +17,7 @@ from pathlib import Path
 
 from gateway.call.prompts import PromptLibrary
 from gateway.call.routing import RoutingPolicy
-from gateway.call.session import CallSession, FrameIn, SessionDeps
+from gateway.call.session import IN_VOICE, CallSession, DocumentsRequested, FrameIn, SessionDeps
 from gateway.call.speech import SpeechPipeline
 from gateway.config import Settings
 from gateway.flows import FlowEngine
@@ -212,6 +212,16 @@ class Gateway:
             session.post(item)
         elif self.queues is not None and self.queues.handles(call_id):
             self.queues.on_leg_event(item)  # the distributor's call to an agent
+
+    def request_documents(self, call_id: str, *, by: str) -> str | None:
+        """Send the caller of a live voice call the WhatsApp link for documents; why not, or None when asked."""
+        session = self.sessions.get(call_id)
+        if session is None:
+            return "no such call up now"
+        if session.state not in IN_VOICE:
+            return f"the call is {session.state.value}, not waiting for or talking to an agent"
+        session.post(DocumentsRequested(by))
+        return None
 
     def _registered(self, agent_id: str, binding: Binding | None) -> None:
         if self.queues is not None:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from gateway.call.context import CALL_ID_HEADER, CONTEXT_URL_HEADER, INTENT_HEADER, LANGUAGE_HEADER
-from gateway.call.session import TRANSITIONS, CallState
+from gateway.call.session import TRANSITIONS, CallState, DocumentsRequested
 from gateway.numbers import CallerNumber
 from gateway.queue.dispatcher import PRIORITY_HEADER, QUEUE_HEADER, WAIT_HEADER
 from gateway.store import Store
@@ -226,6 +226,42 @@ def test_an_agent_answering_during_the_offer_takes_the_caller(db):
             call.phones.answer(ANA)
             await call.settle()
             assert call.state is S.CONNECTED and call.telephony.listening is False
+
+    run(go)
+
+
+def test_a_voice_call_about_documents_gets_the_whatsapp_link_and_keeps_waiting(db):
+    async def go():
+        settings = {**queue(agents=[], offer={"enabled": False}), "routing.routes": {"update_details": "voice"},
+                    "whatsapp.consent.required": False}
+        async with calling(db, settings=settings) as call:
+            await queued(call, "Quiero actualizar mis datos", "update_details")
+            record = await call.record()
+            (message,) = record["messages"]
+            assert (message["purpose"], message["to_number"], message["payload"]["template"]) == ("documents", NUMBER, "call_documents")
+            assert message["payload"]["context"]["flow"] == "send_documents"
+            assert await call.events("documents_link_sent") == [{"by": "intent"}]
+            assert call.state is S.QUEUED
+
+    run(go)
+
+
+@pytest.mark.parametrize("consent_required, sent", [(False, True), (True, False)])
+def test_the_agent_can_send_the_documents_link_during_the_call(db, consent_required, sent):
+    async def go():
+        async with calling(db, settings={**queue(), "whatsapp.consent.required": consent_required}) as call:
+            await queued(call)
+            call.phones.answer(ANA)
+            await call.settle()
+            await call.post(DocumentsRequested("ana"))
+            await call.post(DocumentsRequested("ana"))
+            purposes = [m["purpose"] for m in (await call.record())["messages"]]
+            skipped = [e["reason"] for e in await call.events("documents_link_skipped")]
+            if sent:
+                assert purposes == ["documents"] and skipped == ["already sent on this call"]
+            else:
+                assert purposes == [] and skipped == ["no WhatsApp consent on record"] * 2
+            assert call.state is S.CONNECTED
 
     run(go)
 

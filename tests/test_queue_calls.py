@@ -12,7 +12,9 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import pytest
 from conftest import ROOT, espeak
 
@@ -41,6 +43,8 @@ def gateway(tmp_path_factory, agent):
             "complaints": {"sla_s": 1, "offer": {"check_interval_s": 0.5}},
         },
         routing={"skills": {"billing_dispute": "billing", "complaint": "complaints"}, "default_queue": "billing"},
+        # The operator's policy allows writing to callers about their call (the documents link).
+        whatsapp={"per_user_interval_s": 0.5, "consent": {"required": False}},
     )
     yield running
     running.stop()
@@ -48,11 +52,22 @@ def gateway(tmp_path_factory, agent):
 
 def test_a_waiting_caller_reaches_the_agent_with_the_calls_context(gateway, agent, tmp_path):
     wav = espeak(BILL, "es", tmp_path / "say.wav")
-    record = gateway.call("es", "--wav", str(wav), "--timeout", "40")
+    with ThreadPoolExecutor(1) as pool:
+        placed = pool.submit(gateway.call, "es", "--wav", str(wav), "--timeout", "40")
+        incoming = agent.wait_for(lambda e: e["event"] == "incoming" and e["to_user"] == "ana", timeout=30)
+        # The agent presses the desktop's "documents" button while talking to the caller.
+        call_id = incoming["headers"]["X-Puente-Call-Id"]
+        pressed = httpx.post(f"{gateway.api}/v1/calls/{call_id}/documents", json={"by": "ana"}, timeout=5)
+        assert (pressed.status_code, pressed.json()) == (202, {"call_id": call_id, "requested": True}), pressed.text
+        record = placed.result(timeout=60)
     assert record["_exit"] == 0, record
+    ended = httpx.post(f"{gateway.api}/v1/calls/{call_id}/documents", timeout=5)
+    assert ended.status_code == 409 and "no such call up now" in ended.text
+    assert httpx.post(f"{gateway.api}/v1/calls/nope/documents", timeout=5).status_code == 404
+    (link,) = record["record"]["messages"]
+    assert link["purpose"] == "documents" and link["payload"]["context"]["flow"] == "send_documents"
     assert (record["intent"], record["route"], record["outcome"]) == ("billing_dispute", "voice", "served"), record
-    call_id = record["call_id"]
-    incoming = agent.wait_for(lambda e: e["event"] == "incoming" and e["to_user"] == "ana", timeout=5)
+    assert record["call_id"] == call_id
     headers = incoming["headers"]
     assert headers["X-Puente-Call-Id"] == call_id and headers["X-Puente-Intent"] == "billing_dispute"
     assert headers["X-Puente-Language"] == "es" and headers["X-Puente-Queue"] == "billing"

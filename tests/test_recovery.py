@@ -6,18 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import httpx
 import pytest
-from fastapi import FastAPI
 
-from gateway.config import FlowSettings, load_settings
-from gateway.flows import FlowEngine
 from gateway.store import (
     RECOVERY_PURPOSE,
     DecisionRecord,
@@ -29,10 +23,9 @@ from gateway.store import (
     merge_message_status,
     utcnow,
 )
-from gateway.whatsapp import build_whatsapp
 from gateway.whatsapp.templates import recovery_payload, spoken_duration
 from tests.support.store import outbox_messages
-from tests.support.whatsapp import FAST_SETTINGS, free_socket, serve_on
+from tests.support.whatsapp import received, whatsapp_bench
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -213,45 +206,13 @@ def test_a_caller_reached_by_another_message_is_not_messaged(db_url):
 # --- nothing of the kind: sent, and the reply opens the flow -----------------------------
 
 
-@contextlib.asynccontextmanager
-async def gateway(db_url: str) -> AsyncIterator[tuple[Store, object, httpx.AsyncClient]]:
-    """Webhook router + sandbox + sender + flow engine, on a real HTTP server, as ``puente serve`` wires them."""
-    sock = free_socket()
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    settings = load_settings(environ={}, overrides={"database.url": db_url, **FAST_SETTINGS})
-    with opened(db_url) as store:
-        engine = FlowEngine(store, FlowSettings())
-        channel = build_whatsapp(settings, store, local_base_url=url, on_inbound=engine.handle_inbound)
-        engine.wake = channel.worker.wake
-        app = FastAPI()
-        app.include_router(channel.router)
-        app.mount("/sandbox", channel.sandbox.app)
-        async with serve_on(app, sock):
-            await channel.start()
-            await engine.start()
-            try:
-                async with httpx.AsyncClient(base_url=url, trust_env=False, timeout=10) as http:
-                    yield store, channel, http
-            finally:
-                await engine.stop()
-                await channel.stop(timeout_s=5)
-
-
-async def received(channel, count: int, timeout_s: float = 15.0) -> list:
-    deadline = time.monotonic() + timeout_s
-    while len(channel.sandbox.outbound(NUMBER)) < count:
-        assert time.monotonic() < deadline, f"timed out waiting for {count} messages in the sandbox"
-        await asyncio.sleep(0.05)
-    return channel.sandbox.outbound(NUMBER)
-
-
 def test_an_unreached_caller_gets_the_recovery_and_a_reply_opens_the_intents_flow(db_url):
     async def go():
-        async with gateway(db_url) as (store, channel, http):
+        async with whatsapp_bench(db_url) as (store, channel, http):
             call_id = await abandoned_call(store, not_before=utcnow() + timedelta(seconds=0.5), waited_s=151)
             await asyncio.sleep(0.3)
             assert channel.sandbox.outbound(NUMBER) == []  # not before its time
-            [template] = await received(channel, 1)
+            [template] = await received(channel, NUMBER, 1)
             assert template.type == "template"
             assert template.text == ("Hola, vimos que nos llamaste por el estado de tu pedido y la llamada se cortó tras "
                                      "2 minutos y 31 segundos de espera. ¿Seguimos por aquí?")
@@ -261,7 +222,7 @@ def test_an_unreached_caller_gets_the_recovery_and_a_reply_opens_the_intents_flo
             reply = {"button": {"payload": button["payload"], "text": button["title"]}, "reply_to": template.wamid}
             r = await http.post(f"/sandbox/customers/{NUMBER}/reply", json=reply)
             assert r.status_code == 200 and r.json()["webhook"]["delivered"] is True
-            [_, question] = await received(channel, 2)
+            [_, question] = await received(channel, NUMBER, 2)
             assert question.type == "text" and "número de pedido" in question.text
 
             [listed] = await store.conversations.list(call_id=call_id)

@@ -35,6 +35,11 @@ class CallRecorder:
     async def decision(self, decision: DecisionRecord, message: OutboundMessage | None) -> None:
         await self._write("decision", lambda: self._store.calls.record_decision(self.call_id, decision, message))
 
+    async def message(self, message: OutboundMessage, *, event: str, data: dict[str, Any]) -> bool:
+        """Queue a message during the call; False when one of its purpose was already queued (or the store failed)."""
+        return bool(await self._write(f"message {message.purpose}", lambda: self._store.calls.record_message(
+            self.call_id, message, event=event, data=data)))
+
     async def consent_on_record(self, number: str) -> bool:
         """Whether ``number`` granted WhatsApp consent last time it was asked (unknown when the store fails: no)."""
         return bool(await self._write("consent lookup", lambda: self._store.consents.latest(number)))

@@ -39,7 +39,7 @@ from gateway.queue.recovery import AbandonedWait, plan_recovery
 from gateway.queue.tickets import Ticket
 from gateway.store import DecisionRecord, NewCall, OutboundMessage, Recovery, Store, UtteranceRecord, utcnow
 from gateway.whatsapp.account import AccountHealth
-from gateway.whatsapp.templates import followup_payload
+from gateway.whatsapp.templates import documents_payload, followup_payload
 from models import FRAME_MS, AudioFrame, Endpointer, EndpointerConfig, NoInput, SpeechStarted, UtteranceEnded
 from sip import CallEnded, CallMediaReady, DtmfReceived, IncomingCall, PlaybackFinished, TransferUpdate
 
@@ -84,6 +84,7 @@ for _state in CallState:
         TRANSITIONS[_state] = TRANSITIONS[_state] | {S.ENDED}
 _HEARING = frozenset({S.GREETING, S.LISTENING, S.REPROMPTING, S.CONSENTING, S.OFFERING})
 _WAITING = frozenset({S.QUEUED, S.OFFERING})  # in a queue, not yet with an agent
+IN_VOICE = frozenset({S.QUEUED, S.OFFERING, S.CONNECTED})  # waiting for an agent, or with one
 
 #: DTMF 0 during the IVR asks for a person, as callers have learned to expect.
 AGENT_DIGIT = "0"
@@ -122,6 +123,13 @@ class OfferCheck:
 @dataclass(frozen=True)
 class QueueTimeout:
     """The caller waited the queue's max_wait_s."""
+
+
+@dataclass(frozen=True)
+class DocumentsRequested:
+    """Send the caller the WhatsApp link for documents and photos now (asked by ``by``: the agent's desktop)."""
+
+    by: str
 
 
 @dataclass
@@ -258,6 +266,9 @@ class CallSession:
                 await self._on_offer_check()
             case QueueTimeout():
                 await self._on_queue_timeout()
+            case DocumentsRequested(by=by):
+                if self.state in IN_VOICE:
+                    await self._send_documents_link(by)
             case AgentRinging():
                 pass  # the distributor records it; the caller keeps hearing the hold audio
             case AgentConnected():
@@ -571,9 +582,27 @@ class CallSession:
         })
         if self.state is CallState.QUEUED:  # not already with an agent
             self._play(Prompt.HOLD)
+        if heard.intent in d.settings.routing.documents_intents:
+            await self._send_documents_link("intent")
         settings = d.settings.queues[queue]
         self._queue_timers.append(self._later(settings.max_wait_s, QueueTimeout()))
         self._queue_timers.append(self._later(settings.offer.check_interval_s, OfferCheck()))
+
+    async def _send_documents_link(self, by: str) -> None:
+        """The WhatsApp link for documents and photos, while the call goes on; what the customer sends there
+        belongs to this call (its conversation), and the agent sees it in the call's context."""
+        d = self._deps
+        why_not = self._whatsapp_unavailable() or (None if await self._consent_on_record() else "no WhatsApp consent on record")
+        if why_not is None:
+            assert self.caller.whatsapp is not None
+            context = {**self._context().as_dict(), "intent": self._progress.intent or "agent_request"}
+            payload = documents_payload(d.settings.whatsapp.documents_template, self._deflection_language(), context,
+                                        d.settings.flows.documents_flow)
+            message = OutboundMessage(purpose="documents", to_number=self.caller.whatsapp, payload=payload)
+            if await self._record.message(message, event="documents_link_sent", data={"by": by}):
+                return
+            why_not = "already sent on this call"
+        await self._event("documents_link_skipped", {"by": by, "reason": why_not})
 
     def _later(self, seconds: float, item: object) -> asyncio.TimerHandle:
         return asyncio.get_running_loop().call_later(seconds, self.post, item)

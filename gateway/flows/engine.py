@@ -221,6 +221,9 @@ class _Run:
             self.record(self.flow.start, "start", "started", {"flow": self.flow.intent, "trigger": button or event.type})
             hint = event.text if event.type == "text" else None
             await self.enter(self.flow.start, hint=hint)
+            step = self.flow.steps.get(c.step or "")
+            if event.media is not None and isinstance(step, CollectMediaStep):
+                await self.answer(step, event, button)  # the file that opened the chat is the first one collected
             return
         step = self.flow.steps.get(c.step or "") if self.flow else None
         if step is None:

@@ -17,7 +17,8 @@ from gateway.whatsapp import Sandbox
 def create_app(gateway: Gateway) -> FastAPI:
     """The API of a started gateway (``gateway.http.server`` owns its lifecycle)."""
     app = FastAPI(title="Puente", version="0.1.0")
-    app.include_router(create_calls_router(gateway.store))  # /v1/calls
+    app.include_router(create_calls_router(
+        gateway.store, lambda call_id, by: gateway.request_documents(call_id, by=by)))  # /v1/calls
     app.include_router(create_conversations_router(gateway.store))  # /v1/conversations
     app.include_router(create_nlu_router(gateway))  # /v1/nlu
     app.include_router(create_queues_router(gateway.queues))  # /v1/queues

@@ -70,6 +70,18 @@ class Calls:
 
         await self._db.write(write)
 
+    async def record_message(self, call_id: str, message: OutboundMessage, *, event: str, data: dict[str, Any]) -> bool:
+        """Queue ``message`` for a live call with its event, in one transaction; False (and no event) when the
+        call already has a message of that purpose."""
+        def write(s: Session) -> bool:
+            now = utcnow()
+            if not enqueue(s, call_id=call_id, message=message, now=now):
+                return False
+            s.add(EventRow(call_id=call_id, type=event, data=data, at=now))
+            return True
+
+        return await self._db.write(write)
+
     async def end(self, call_id: str, *, outcome: str, ended_by: str, reason: str, recovery: Recovery | None = None) -> None:
         """End the call; ``recovery`` (an abandoned call) is scheduled in the same transaction (event
         ``recovery_scheduled``), unless a recovery to the number that may have been sent was written within

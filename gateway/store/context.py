@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from gateway.numbers import whatsapp_number
 from gateway.store.database import Database
 from gateway.store.rows import iso, utc
-from gateway.store.schema import CallRow, ConversationRow, QueueWaitRow
+from gateway.store.schema import CallRow, ConversationMediaRow, ConversationRow, QueueWaitRow
 
 #: Events that are the caller's own choices on the call (keys, answers to questions).
 _CHOICES = ("dtmf", "consent", "consent_answer", "offer_made", "offer_answer", "offer_accepted", "offer_declined",
@@ -40,6 +40,7 @@ class CallContexts:
                 "dtmf": "".join(e.data.get("digit", "") for e in call.events if e.type == "dtmf"),
                 "choices": [{"type": e.type, **e.data, "at": iso(e.at)} for e in call.events if e.type in _CHOICES],
                 "queue": None if wait is None else _wait(wait, now),
+                "documents": _documents(s, call),
                 "history": _history(s, call, history),
             }
 
@@ -53,6 +54,16 @@ def _wait(row: QueueWaitRow, now: datetime) -> dict[str, Any]:
         "holdout": row.holdout, "joined_at": iso(row.joined_at),
         "waited_s": round(((utc(until) if until else now) - utc(row.joined_at)).total_seconds(), 1),
     }
+
+
+def _documents(s: Session, call: CallRow) -> list[dict[str, Any]]:
+    """What the customer sent on WhatsApp in this call's conversations (the documents link, a deflection's chat)."""
+    rows = s.scalars(
+        select(ConversationMediaRow).join(ConversationRow, ConversationRow.id == ConversationMediaRow.conversation_id)
+        .where(ConversationRow.call_id == call.id).order_by(ConversationMediaRow.id)
+    )
+    return [{"kind": m.kind, "media_id": m.media_id, "mime_type": m.mime_type, "caption": m.caption,
+             "filename": m.filename, "at": iso(m.at)} for m in rows]
 
 
 def _history(s: Session, call: CallRow, limit: int) -> list[dict[str, Any]]:

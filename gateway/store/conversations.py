@@ -56,7 +56,7 @@ class Conversations:
                 language = str(context.get("language") or call.language or default_language).split("_")[0].lower()
                 row = ConversationRow(
                     id=str(uuid.uuid4()), call_id=call_id, number=number, intent=context.get("intent"), language=language,
-                    flow=None, status="new", step=None, variables={}, context=context, out_seq=0, step_seq=0,
+                    flow=context.get("flow"), status="new", step=None, variables={}, context=context, out_seq=0, step_seq=0,
                     invalid_count=0, created_at=now, updated_at=now,
                 )
                 s.add(row)
@@ -194,10 +194,10 @@ class Conversations:
 
 
 def _call_context(s: Session, call: CallRow) -> dict[str, Any]:
-    """The context the call's first message carried (a deflection's or a recovery's: both quote it; a flow's
-    messages carry none); the call's own rows fill what it lacks."""
+    """The context the call's latest message carried (a deflection's, a recovery's or a documents link's: each
+    quotes it; a flow's messages carry none), the one the customer answers; the call's own rows fill what it lacks."""
     context: dict[str, Any] = {}
-    for message in s.scalars(select(OutboxRow).where(OutboxRow.call_id == call.id).order_by(OutboxRow.id)):
+    for message in s.scalars(select(OutboxRow).where(OutboxRow.call_id == call.id).order_by(OutboxRow.id.desc())):
         if isinstance(message.payload, dict) and isinstance(message.payload.get("context"), dict):
             context = dict(message.payload["context"])
             break

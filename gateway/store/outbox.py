@@ -54,12 +54,12 @@ def merge_message_status(current: str, incoming: str) -> str:
 
 
 
-def enqueue(s: Session, *, call_id: str, message: OutboundMessage, now: datetime, key: str | None = None) -> None:
-    """Add ``message`` to the outbox in the caller's transaction; a key already there is a no-op (a retried write).
-    A ``not_before`` time is the message's first due attempt."""
+def enqueue(s: Session, *, call_id: str, message: OutboundMessage, now: datetime, key: str | None = None) -> bool:
+    """Add ``message`` to the outbox in the caller's transaction; a key already there is a no-op (a retried write,
+    or the same message asked for twice): then False. A ``not_before`` time is the message's first due attempt."""
     key = key or message.idempotency_key(call_id)
     if s.scalar(select(OutboxRow.id).where(OutboxRow.idempotency_key == key)) is not None:
-        return
+        return False
     row = OutboxRow(
         call_id=call_id, idempotency_key=key, channel=message.channel, purpose=message.purpose,
         to_number=message.to_number, payload=message.payload, status="pending", attempts=0,
@@ -69,6 +69,7 @@ def enqueue(s: Session, *, call_id: str, message: OutboundMessage, now: datetime
     if message.not_before is not None:
         s.flush()  # the delivery row is keyed by the message's id
         s.add(OutboxDeliveryRow(outbox_id=row.id, next_attempt_at=message.not_before))
+    return True
 
 
 def recent_recovery(s: Session, number: str, *, since: datetime) -> OutboxRow | None:

@@ -76,6 +76,13 @@ def recovery_payload(template: str, language: str, context: Mapping[str, Any], w
     return _call_payload(template, language, {**context, "waited_s": round(waited_s, 1)}, spoken_duration(waited_s, language))
 
 
+def documents_payload(template: str, language: str, context: Mapping[str, Any], flow: str) -> dict[str, Any]:
+    """The outbox payload of the link for documents during a voice call: ``template`` quotes the call's
+    reason ({{1}}); a reply opens ``flow`` (the one that collects files) with the call's context."""
+    return {"template": template, "language": language, "parameters": [context["intent"]],
+            "context": {**context, "flow": flow}}
+
+
 def _call_payload(template: str, language: str, context: Mapping[str, Any], detail: str) -> dict[str, Any]:
     """A template about a call: {{1}} its reason (an intent id put into words by ``MessageBuilder``), {{2}}
     ``detail``; the context is what the conversation a reply opens starts from."""

@@ -6,17 +6,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import httpx
 import uvicorn
 from fastapi import FastAPI
 
 from gateway.config import load_settings
+from gateway.flows import FlowEngine
 from gateway.store import AccountEvent, DecisionRecord, NewCall, OutboundMessage, Store
-from gateway.whatsapp import AccountHealth, TemplateRegistry
+from gateway.whatsapp import AccountHealth, TemplateRegistry, build_whatsapp
 
 #: Settings that make retries, leases and pacing take milliseconds instead of seconds.
 FAST_SETTINGS = {
@@ -145,3 +148,40 @@ def fresh_account(**settings: Any) -> AccountHealth:
     """The account's state before Meta said anything, for ``settings`` (default: deflections use call_followup, es and en)."""
     wa = load_settings(environ={}, overrides=settings).whatsapp
     return AccountHealth(wa.template, TemplateRegistry(wa.templates))
+
+
+@contextlib.asynccontextmanager
+async def whatsapp_bench(db_url: str) -> AsyncIterator[tuple[Store, Any, httpx.AsyncClient]]:
+    """Webhook router + sandbox + sender + flow engine on a real HTTP server and store, as ``puente serve``
+    wires them: yields (store, channel, an HTTP client of that server)."""
+    sock = free_socket()
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    settings = load_settings(environ={}, overrides={"database.url": db_url, **FAST_SETTINGS})
+    store = Store(db_url)
+    try:
+        engine = FlowEngine(store, settings.flows)
+        channel = build_whatsapp(settings, store, local_base_url=url, on_inbound=engine.handle_inbound)
+        engine.wake = channel.worker.wake
+        app = FastAPI()
+        app.include_router(channel.router)
+        app.mount("/sandbox", channel.sandbox.app)
+        async with serve_on(app, sock):
+            await channel.start()
+            await engine.start()
+            try:
+                async with httpx.AsyncClient(base_url=url, trust_env=False, timeout=10) as http:
+                    yield store, channel, http
+            finally:
+                await engine.stop()
+                await channel.stop(timeout_s=5)
+    finally:
+        store.close()
+
+
+async def received(channel: Any, number: str, count: int, timeout_s: float = 15.0) -> list:
+    """The business's messages to ``number`` in the sandbox, once there are ``count`` of them."""
+    deadline = time.monotonic() + timeout_s
+    while len(channel.sandbox.outbound(number)) < count:
+        assert time.monotonic() < deadline, f"timed out waiting for {count} messages to {number} in the sandbox"
+        await asyncio.sleep(0.05)
+    return channel.sandbox.outbound(number)
