@@ -59,7 +59,7 @@ def test_languages_match_however_meta_spells_them_and_whatever_the_caller_speaks
     account = fresh_account(**{"whatsapp.templates": [
         {"name": "call_followup", "language": "es_MX", "body": "Hola {{1}} {{2}}"},
         {"name": "call_followup", "language": "en_US", "body": "Hi {{1}} {{2}}"},
-    ]})
+    ], "whatsapp.recovery_template": "call_followup", "whatsapp.documents_template": "call_followup"})
     account.record(status_event("PAUSED", language="en-US"))
     assert account.deflection_unavailable("en") == "WhatsApp template call_followup (en-US) is paused"
     assert account.deflection_unavailable("es") is None
