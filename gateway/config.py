@@ -362,6 +362,10 @@ class QueueSettings(_Section):
     max_wait_s: float = Field(900.0, gt=0, description="A caller still waiting after this hears goodbye (and is recovered).")
     default_handle_time_s: float = Field(240.0, gt=0, description="Mean handle time assumed until enough calls were handled.")
     default_patience_s: float = Field(180.0, gt=0, description="Mean patience assumed until enough callers abandoned.")
+    announce_interval_s: float | None = Field(
+        None, gt=0, description="How often a waiting caller hears their place and expected wait; none: only hold music.",
+    )
+    announce: Literal["position", "wait", "both"] = Field("both", description="What the announcements say.")
     offer: OfferSettings = OfferSettings()
     recovery: RecoverySettings = RecoverySettings()
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.call.announcements import Announcer
 from gateway.call.prompts import PromptLibrary
 from gateway.call.routing import RoutingPolicy
 from gateway.call.session import IN_VOICE, CallSession, DocumentsRequested, FrameIn, SessionDeps
@@ -75,6 +76,7 @@ class Gateway:
         self.flows: FlowEngine | None = None
         self.queues: Dispatcher | None = None
         self.registrar: Registrar | None = None
+        self._announcer = Announcer()
         self._journal = QueueJournal()
         self._policy = RoutingPolicy(settings.routing)
         self._prompts: PromptLibrary | None = None
@@ -171,6 +173,7 @@ class Gateway:
             self.speech.close()
         if self.store is not None:
             self.store.close()
+        self._announcer.close()
 
     # --- sip.CallHandler (SIP thread) --------------------------------------------------
 
@@ -191,6 +194,7 @@ class Gateway:
         deps = SessionDeps(
             settings=s, telephony=self.sip, store=self.store, speech=self.speech, policy=self._policy,
             prompts=self._prompts, endpointer=endpointer, whatsapp=self.whatsapp.account, queues=self.queues,
+            announcer=self._announcer,
             context_url=self.context_url,
         )
         session = CallSession(call, caller_number(call.from_uri, call.headers, s.whatsapp.default_region), deps)

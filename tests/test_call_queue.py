@@ -266,6 +266,22 @@ def test_the_agent_can_send_the_documents_link_during_the_call(db, consent_requi
     run(go)
 
 
+def test_a_waiting_caller_hears_their_place_and_expected_wait_between_the_hold_music(db):
+    async def go():
+        # Real time between announcements; the estimate comes from the fake clock's history.
+        settings = queue(agents=[], offer={"enabled": False}, announce_interval_s=0.05)
+        async with calling(db, settings=settings) as call:
+            await queued(call)
+            await call.until(lambda: bool(call.telephony.prompts) and call.telephony.prompts[-1].startswith("es/")
+                             and (db.parent / "announcements" / call.telephony.prompts[-1]).with_suffix(".wav").is_file())
+            (said, *_) = await call.events("announced")
+            assert said == {"position": 0, "estimated_wait_s": None, "text": "Eres la siguiente persona en ser atendida."}
+            await call.prompt_ends()
+            assert call.prompts[-1] == "hold_music"
+
+    run(go)
+
+
 def test_hanging_up_in_the_queue_is_an_abandon(db):
     async def go():
         async with calling(db) as call:

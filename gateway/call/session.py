@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any, Protocol
 
+from gateway.call.announcements import AnnouncementError, Announcer, announcement_text
 from gateway.call.context import CONTEXT_URL_HEADER, HandoffContext
 from gateway.call.prompts import Prompt, PromptLibrary
 from gateway.call.recorder import CallRecorder
@@ -126,6 +127,11 @@ class QueueTimeout:
 
 
 @dataclass(frozen=True)
+class AnnouncementDue:
+    """Time to tell the waiting caller their place and expected wait."""
+
+
+@dataclass(frozen=True)
 class DocumentsRequested:
     """Send the caller the WhatsApp link for documents and photos now (asked by ``by``: the agent's desktop)."""
 
@@ -143,6 +149,7 @@ class SessionDeps:
     endpointer: Endpointer
     whatsapp: AccountHealth  # whether the deflection template can be sent now
     queues: Dispatcher | None = None  # voice queues with agents; None: voice calls are transferred or held
+    announcer: Announcer | None = None  # speaks a waiting caller's place and wait (queues with announce_interval_s)
     context_url: Callable[[str], str] | None = None  # call id → the agent's context URL
     clock: Callable[[], float] = time.monotonic  # monotonic seconds
 
@@ -266,6 +273,8 @@ class CallSession:
                 await self._on_offer_check()
             case QueueTimeout():
                 await self._on_queue_timeout()
+            case AnnouncementDue():
+                await self._announce()
             case DocumentsRequested(by=by):
                 if self.state in IN_VOICE:
                     await self._send_documents_link(by)
@@ -587,6 +596,8 @@ class CallSession:
         settings = d.settings.queues[queue]
         self._queue_timers.append(self._later(settings.max_wait_s, QueueTimeout()))
         self._queue_timers.append(self._later(settings.offer.check_interval_s, OfferCheck()))
+        if settings.announce_interval_s is not None and d.announcer is not None:
+            self._queue_timers.append(self._later(settings.announce_interval_s, AnnouncementDue()))
 
     async def _send_documents_link(self, by: str) -> None:
         """The WhatsApp link for documents and photos, while the call goes on; what the customer sends there
@@ -603,6 +614,27 @@ class CallSession:
                 return
             why_not = "already sent on this call"
         await self._event("documents_link_skipped", {"by": by, "reason": why_not})
+
+    async def _announce(self) -> None:
+        """Between the hold music: "there are 3 callers ahead of you; your estimated wait is about 4 minutes"."""
+        d = self._deps
+        if self.state not in _WAITING or self._ticket is None or d.queues is None or d.announcer is None:
+            return
+        settings = d.settings.queues[self._ticket.queue]
+        assert settings.announce_interval_s is not None
+        self._queue_timers.append(self._later(settings.announce_interval_s, AnnouncementDue()))
+        position, wait = d.queues.position(self.call_id), d.queues.estimate(self.call_id)
+        text = announcement_text(self._deflection_language(), position=position, wait_s=wait, announce=settings.announce)
+        if self.state is not CallState.QUEUED or text is None:
+            return  # an offer is playing, or nothing to say: the next one
+        try:
+            wav = await asyncio.to_thread(d.announcer.render, self._deflection_language(), text)
+        except AnnouncementError as exc:
+            log.warning("call %s: %s", self.call_id, exc)
+            return
+        if self.state is CallState.QUEUED:  # still waiting once the words are ready
+            self._playback = d.telephony.play(self.call_id, wav)
+            await self._event("announced", {"position": position, "estimated_wait_s": _round(wait), "text": text})
 
     def _later(self, seconds: float, item: object) -> asyncio.TimerHandle:
         return asyncio.get_running_loop().call_later(seconds, self.post, item)

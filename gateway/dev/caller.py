@@ -13,9 +13,8 @@ from typing import Any, Literal
 
 import httpx
 
+from gateway.call.announcements import VOICES
 from sip import CallResult, CallScript, SipCaller
-
-VOICES = {"es": "es-419", "en": "en-us"}
 
 RECORD_KEYS = ("call_id", "sip_call_id", "state", "outcome", "language", "transcript", "intent", "confidence", "route", "reason")
 

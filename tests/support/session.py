@@ -34,6 +34,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+from gateway.call.announcements import Announcer
 from gateway.call.prompts import PromptLibrary
 from gateway.call.routing import RoutingPolicy
 from gateway.call.session import CallSession, CallState, FrameIn, SessionDeps
@@ -451,6 +452,7 @@ async def placed_call(
         endpointer=Endpointer(AnyNonSilence(), config.endpointer_config()),
         whatsapp=whatsapp or fresh_account(**(settings or {})), clock=clock,
         queues=dispatcher, context_url=lambda call_id: f"http://puente.test/v1/calls/{call_id}/context",
+        announcer=Announcer(db_path.parent / "announcements"),
     )
     incoming = IncomingCall(
         call_id=str(uuid.uuid4()), sip_call_id=f"{uuid.uuid4().hex[:12]}@pbx.test",
