@@ -18,8 +18,10 @@ import httpx
 import pytest
 from conftest import ROOT, espeak
 
+from gateway.dev.crowd import Caller, plan_json
 from gateway.dev.harness import free_ports, start_gateway
 from tests.support.sip.harness import UasProcess
+from tests.support.sip.ringer import Ringer
 
 pytestmark = [pytest.mark.sip, pytest.mark.asr]
 
@@ -34,12 +36,20 @@ def agent():
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory, agent):
+def ringer():
+    with Ringer() as phone:  # an agent's phone that rings and rings
+        yield phone
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory, agent, ringer):
     running = start_gateway(
         tmp_path_factory.mktemp("queue-gateway"),
         queues={
-            # The agent serves billing; nobody serves complaints, whose callers are offered WhatsApp.
-            "billing": {"agents": [{"id": "ana", "uri": agent.uri("ana")}], "wrap_up_s": 1, "sla_s": 600},
+            # Rosa never answers and is rung first (listed first); Ana answers billing. Nobody serves
+            # complaints, whose callers are offered WhatsApp.
+            "billing": {"agents": [{"id": "rosa", "uri": ringer.uri}, {"id": "ana", "uri": agent.uri("ana")}],
+                        "wrap_up_s": 1, "sla_s": 600, "ring_timeout_s": 2},
             "complaints": {"sla_s": 1, "offer": {"check_interval_s": 0.5}},
         },
         routing={"skills": {"billing_dispute": "billing", "complaint": "complaints"}, "default_queue": "billing"},
@@ -72,16 +82,20 @@ def test_a_waiting_caller_reaches_the_agent_with_the_calls_context(gateway, agen
     assert headers["X-Puente-Call-Id"] == call_id and headers["X-Puente-Intent"] == "billing_dispute"
     assert headers["X-Puente-Language"] == "es" and headers["X-Puente-Queue"] == "billing"
     assert headers["X-Puente-Context-Url"].endswith(f"/v1/calls/{call_id}/context")
-    assert 0 <= int(headers["X-Puente-Wait-S"]) < 10
+    assert 2 <= int(headers["X-Puente-Wait-S"]) < 12  # Rosa's ring timeout came first
     # The agent's greeting reached the caller through the bridge, after the gateway's own prompts.
     assert record["caller"]["duration_s"] > 3
     context = gateway.get(f"/v1/calls/{call_id}/context")
     assert context["intent"] == "billing_dispute" and "factura" in context["transcript"][0]["text"].lower()
     assert (context["queue"]["queue"], context["queue"]["agent_id"], context["queue"]["state"]) == ("billing", "ana", "served")
-    events = [e["type"] for e in gateway.get(f"/v1/calls/{call_id}")["events"]]
-    assert "agent_connected" in events and "agent_hung_up" in events
+    events = gateway.get(f"/v1/calls/{call_id}")["events"]
+    agents = [(e["type"], e["data"].get("agent")) for e in events if e["type"].startswith("agent_")]
+    # Rosa's phone rang out; the caller kept their place and Ana, next, answered.
+    assert agents == [("agent_ringing", "rosa"), ("agent_missed", "rosa"), ("agent_ringing", "ana"),
+                      ("agent_connected", "ana"), ("agent_hung_up", "ana")], agents
     (billing, _) = gateway.get("/v1/queues")
-    assert billing["queue"] == "billing" and billing["agents"][0]["answered"] >= 1
+    by_id = {a["id"]: a for a in billing["agents"]}
+    assert (by_id["rosa"]["missed"], by_id["rosa"]["last_outcome"], by_id["ana"]["answered"]) == (1, "no answer", 1)
 
 
 def test_past_the_sla_dtmf_1_takes_the_caller_to_whatsapp_with_the_context(gateway, tmp_path):
@@ -199,3 +213,24 @@ def test_an_agent_whose_softphone_registers_with_a_password_is_called_where_it_r
 def agent_state(gateway) -> str:
     (queue,) = gateway.get("/v1/queues")
     return queue["agents"][0]["state"]
+
+
+def test_spoken_answers_to_the_offer_yes_takes_whatsapp_no_keeps_the_place(gateway, tmp_path):
+    plan = [
+        Caller(name="sí", lang="es", text="Quiero poner una queja por el mal servicio", number="+525555550181", behaviour="yes"),
+        Caller(name="no", lang="es", text="Quiero poner una queja por el mal servicio", number="+525555550182",
+               behaviour="no", hangup_after_s=25.0, start_s=1.0),
+    ]
+    (tmp_path / "plan.json").write_text(plan_json(plan))
+    crowd = subprocess.run(
+        [sys.executable, "-m", "gateway.dev.crowd", "--gateway", f"127.0.0.1:{gateway.sip_port}", "--api", gateway.api,
+         "--plan", str(tmp_path / "plan.json")], cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert crowd.returncode == 0, crowd.stderr[-2000:]
+    calls = {c["caller_number"]: c for c in gateway.get("/v1/calls", limit=50)}
+    yes = gateway.get(f"/v1/calls/{calls['+525555550181']['call_id']}")
+    no = gateway.get(f"/v1/calls/{calls['+525555550182']['call_id']}")
+    assert yes["outcome"] == "deflected", [e for e in yes["events"] if e["type"].startswith("offer")]
+    assert [e["data"]["how"] for e in yes["events"] if e["type"] == "offer_accepted"] == ["speech"]
+    assert [e["data"]["choice"] for e in no["events"] if e["type"] == "offer_answer"][:1] == ["no"]
+    assert no["outcome"] == "abandoned"  # kept their place after "no", then hung up in the queue
