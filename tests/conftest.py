@@ -1,10 +1,13 @@
 """Shared fixtures: a real gateway process on free loopback ports, and real test calls against it."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from gateway.dev.caller import synthesize as espeak  # noqa: F401  (re-exported for the tests)
 from gateway.dev.harness import ROOT, RunningGateway, start_gateway  # noqa: F401
+from gateway.store import Store
 from models.errors import ModelNotFoundError
 from models.transcribe import Transcriber, TranscriberConfig
 
@@ -14,6 +17,15 @@ def gateway(tmp_path_factory) -> RunningGateway:
     running = start_gateway(tmp_path_factory.mktemp("gateway"))
     yield running
     running.stop()
+
+
+@pytest.fixture(scope="module")
+def empty_store(tmp_path_factory) -> Path:
+    """A store with its tables and nothing else, to copy for each test (creating the schema is most of a
+    fast test's time)."""
+    path = tmp_path_factory.mktemp("schema") / "puente.db"
+    Store(f"sqlite:///{path}").close()
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -16,8 +16,7 @@ from gateway.call.context import CALL_ID_HEADER, CONTEXT_URL_HEADER, INTENT_HEAD
 from gateway.call.session import TRANSITIONS, CallState, DocumentsRequested
 from gateway.numbers import CallerNumber
 from gateway.queue.dispatcher import PRIORITY_HEADER, QUEUE_HEADER, WAIT_HEADER
-from gateway.store import Store
-from tests.support.session import NUMBER, placed_call
+from tests.support.session import NUMBER, TransitionLog, placed_call
 
 S = CallState
 QUEUE_STATES = {S.QUEUED, S.OFFERING, S.CONNECTED}
@@ -31,29 +30,12 @@ def queue(**options: Any) -> dict[str, Any]:
     return {"queues": {"general": {"agents": [{"id": "ana", "uri": ANA}], "sla_s": 60, "offer": offer, **options}}}
 
 
-TAKEN: set[tuple[CallState, CallState]] = set()
-RAN: set[str] = set()
-
-
-def note_transitions(record: dict[str, Any] | None) -> None:
-    if record is None:
-        return
-    states = [e["data"] for e in record["events"] if e["type"] == "state"]
-    TAKEN.update((S(e["from"]), S(e["to"])) for e in states)
-    if record["outcome"] is not None:
-        TAKEN.add((S(states[-1]["to"]) if states else S.ANSWERED, S.ENDED))
+LOG = TransitionLog()
 
 
 @pytest.fixture(autouse=True)
 def _ran(request):
-    RAN.add(request.node.nodeid)
-
-
-@pytest.fixture(scope="module")
-def empty_store(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("schema") / "puente.db"
-    Store(f"sqlite:///{path}").close()
-    return path
+    LOG.ran.add(request.node.nodeid)
 
 
 @pytest.fixture
@@ -65,7 +47,7 @@ def db(tmp_path, empty_store) -> Path:
 
 def calling(db: Path, **options: Any):
     options.setdefault("settings", queue())
-    return placed_call(db, on_record=note_transitions, **options)
+    return placed_call(db, on_record=LOG.note, **options)
 
 
 def run(scenario) -> None:
@@ -392,10 +374,6 @@ def test_caller_hanging_up_on_the_agent_ends_the_agents_leg(db):
 
 
 def test_these_tests_take_every_queue_transition_in_the_table(request):
-    module = request.node.parent
-    others = [item.nodeid for item in module.collect() if item.nodeid != request.node.nodeid]
-    if any(nodeid not in RAN for nodeid in others):
-        pytest.skip("needs the whole module")
     table = {(a, b) for a, targets in TRANSITIONS.items() for b in targets if {a, b} & QUEUE_STATES}
-    missing = sorted(f"{a.value} → {b.value}" for a, b in table - TAKEN)
+    missing = LOG.untaken(request, table)
     assert not missing, f"no test takes {missing}"

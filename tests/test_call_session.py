@@ -20,8 +20,7 @@ from gateway.call.session import TRANSITIONS, CallState
 from gateway.call.speech import AsrSaturated
 from gateway.config import RoutingSettings
 from gateway.numbers import CallerNumber
-from gateway.store import Store
-from tests.support.session import AGENT, NUMBER, BreakingStore, Call, placed_call
+from tests.support.session import AGENT, NUMBER, BreakingStore, Call, TransitionLog, placed_call
 from tests.support.whatsapp import T0, account_event, fresh_account, template_status
 
 S = CallState
@@ -31,22 +30,12 @@ BILL = "Me cobraron dos veces la factura"  # billing_dispute: stays in voice
 
 # --- the coverage collector: every transition the calls below took, from what they recorded ----
 
-TAKEN: set[tuple[CallState, CallState]] = set()
-RAN: set[str] = set()
-
-
-def note_transitions(record: dict[str, Any] | None) -> None:
-    if record is None:
-        return
-    states = [e["data"] for e in record["events"] if e["type"] == "state"]
-    TAKEN.update((S(e["from"]), S(e["to"])) for e in states)
-    if record["outcome"] is not None:  # ending is recorded as call_ended, not as a state event
-        TAKEN.add((S(states[-1]["to"]) if states else S.ANSWERED, S.ENDED))
+LOG = TransitionLog()
 
 
 @pytest.fixture(autouse=True)
 def _ran(request):
-    RAN.add(request.node.nodeid)
+    LOG.ran.add(request.node.nodeid)
 
 
 class Phone:
@@ -56,15 +45,7 @@ class Phone:
         self.db = db
 
     def call(self, **options: Any):
-        return placed_call(self.db, on_record=note_transitions, **options)
-
-
-@pytest.fixture(scope="module")
-def empty_store(tmp_path_factory) -> Path:
-    """A store with its tables and nothing else, copied for each test (creating the schema is most of a test's time)."""
-    path = tmp_path_factory.mktemp("schema") / "puente.db"
-    Store(f"sqlite:///{path}").close()
-    return path
+        return placed_call(self.db, on_record=LOG.note, **options)
 
 
 @pytest.fixture
@@ -838,13 +819,7 @@ def test_every_state_may_end_the_call_and_nothing_follows_ended():
 
 
 def test_these_tests_take_every_transition_in_the_table(request):
-    module = request.node.parent
-    others = [item.nodeid for item in module.collect() if item.nodeid != request.node.nodeid]
-    not_run = [nodeid for nodeid in others if nodeid not in RAN]
-    if not_run:
-        pytest.skip(f"needs the whole module: {len(not_run)} of its tests did not run before this one")
     # The queue's states are test_call_queue.py's to cover.
     table = {(a, b) for a, targets in TRANSITIONS.items() for b in targets if not {a, b} & {S.QUEUED, S.OFFERING, S.CONNECTED}}
-    assert TAKEN - table == set(), "transitions outside the table"
-    missing = sorted(f"{a.value} → {b.value}" for a, b in table - TAKEN)
+    missing = LOG.untaken(request, table)
     assert not missing, f"no test takes {missing}"

@@ -35,7 +35,8 @@ async def call_with_link(store: Store) -> str:
 
 def test_a_photo_sent_to_the_documents_link_belongs_to_the_call_and_its_agent_sees_it(tmp_path: Path):
     async def go():
-        async with whatsapp_bench(f"sqlite:///{tmp_path / 'puente.db'}") as (store, channel, http):
+        async with whatsapp_bench(f"sqlite:///{tmp_path / 'puente.db'}") as bench:
+            store, channel, http = bench.store, bench.channel, bench.http
             call_id = await call_with_link(store)
             [link] = await received(channel, NUMBER, 1)
             assert link.text == ("Hola, para tu llamada sobre la actualización de tus datos: envíanos por aquí fotos o "

@@ -18,18 +18,12 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from gateway.config import FlowSettings, Settings, load_settings
+from gateway.config import FlowSettings, Settings
 from gateway.flows import FlowEngine
 from gateway.http.conversations import create_conversations_router
 from gateway.store import Store
-from gateway.whatsapp import WhatsAppChannel, build_whatsapp
-from tests.support.whatsapp import (
-    FAST_SETTINGS,
-    add_deflection,
-    free_socket,
-    serve,
-    serve_on,
-)
+from gateway.whatsapp import WhatsAppChannel
+from tests.support.whatsapp import add_deflection, serve, whatsapp_bench
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -121,33 +115,15 @@ async def wait_for(predicate, timeout_s: float, what: str):
 
 @contextlib.asynccontextmanager
 async def gateway_like(tmp_path: Path, *, hook_failures: int = 0, **flow_settings):
-    """What ``puente serve`` runs once wired: webhook router + sandbox + conversations API + sender + flows."""
+    """What ``puente serve`` runs once wired: webhook router + sandbox + conversations API + sender + flows,
+    with a stub of the customer's backend and of the chat agents' handoff webhook."""
     stub = Stub(hook_failures=hook_failures)
     async with serve(stub_app(stub)) as stub_url:
         stub.url = stub_url
-        sock = free_socket()
-        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        db_url = f"sqlite:///{tmp_path / 'puente.db'}"
-        settings = load_settings(environ={}, overrides={"database.url": db_url, **FAST_SETTINGS})
-        store = Store(db_url)
         flows = FlowSettings(**{"backend_url": stub_url, "handoff_webhook_url": stub_url + "/hook", "handoff_backoff_s": 0.05, **flow_settings})
-        engine = FlowEngine(store, flows)
-        channel = build_whatsapp(settings, store, local_base_url=url, on_inbound=engine.handle_inbound)
-        engine.wake = channel.worker.wake
-        app = FastAPI()
-        app.include_router(channel.router)
-        app.include_router(create_conversations_router(store))
-        app.mount("/sandbox", channel.sandbox.app)
-        async with serve_on(app, sock):
-            await channel.start()
-            await engine.start()
-            try:
-                async with httpx.AsyncClient(base_url=url, trust_env=False, timeout=10) as http:
-                    yield Env(settings, store, channel, engine, url, stub, http)
-            finally:
-                await engine.stop()
-                await channel.stop(timeout_s=5)
-        store.close()
+        async with whatsapp_bench(f"sqlite:///{tmp_path / 'puente.db'}", flows=flows,
+                                  routers=[create_conversations_router]) as bench:
+            yield Env(bench.settings, bench.store, bench.channel, bench.engine, bench.url, stub, bench.http)
 
 
 def test_order_status_from_deflection_to_resolution_and_csat(tmp_path):

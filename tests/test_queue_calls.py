@@ -20,6 +20,7 @@ from conftest import ROOT, espeak
 
 from gateway.dev.crowd import Caller, plan_json
 from gateway.dev.harness import free_ports, start_gateway
+from tests.support.sip.baresip import registered_phone
 from tests.support.sip.harness import UasProcess
 from tests.support.sip.ringer import Ringer
 
@@ -162,18 +163,6 @@ def gateway_waiting(gateway) -> list[dict]:
     return [w for q in gateway.get("/v1/queues") for w in q["waiting"] if w["state"] == "waiting"]
 
 
-_AGENT_PHONE = """\
-module_path		/usr/lib/baresip/modules
-poll_method		epoll
-sip_listen		127.0.0.1:{sip_port}
-audio_player		aubridge,discard
-audio_source		aubridge,discard
-module			g711.so
-module			aubridge.so
-module_tmp		account.so
-"""
-
-
 @pytest.mark.skipif(shutil.which("baresip") is None, reason="Debian baresip is not installed")
 def test_an_agent_whose_softphone_registers_with_a_password_is_called_where_it_registered(tmp_path):
     (registrar_port,) = free_ports(1)
@@ -182,14 +171,7 @@ def test_an_agent_whose_softphone_registers_with_a_password_is_called_where_it_r
         "registrar": {"port": registrar_port},
     }
     gateway = start_gateway(tmp_path, **settings)
-    phone_dir = tmp_path / "baresip"
-    phone_dir.mkdir()
-    (phone_port,) = free_ports(1)
-    (phone_dir / "config").write_text(_AGENT_PHONE.format(sip_port=phone_port))
-    (phone_dir / "accounts").write_text(
-        f"<sip:ana@127.0.0.1:{registrar_port}>;auth_pass=s3cret;regint=60;answermode=auto\n")
-    phone = subprocess.Popen(["baresip", "-f", str(phone_dir)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True)
+    phone, _ = registered_phone(tmp_path / "baresip", f"127.0.0.1:{registrar_port}", "ana", "s3cret", auto_answer=True)
     try:
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and agent_state(gateway) != "available":

@@ -208,7 +208,8 @@ def test_a_caller_reached_by_another_message_is_not_messaged(db_url):
 
 def test_an_unreached_caller_gets_the_recovery_and_a_reply_opens_the_intents_flow(db_url):
     async def go():
-        async with whatsapp_bench(db_url) as (store, channel, http):
+        async with whatsapp_bench(db_url) as bench:
+            store, channel, http = bench.store, bench.channel, bench.http
             call_id = await abandoned_call(store, not_before=utcnow() + timedelta(seconds=0.5), waited_s=151)
             await asyncio.sleep(0.3)
             assert channel.sandbox.outbound(NUMBER) == []  # not before its time

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.dev.harness import free_ports
 from sip import Binding, Registrar, RegistrarConfig, SipStartError
+from tests.support.sip.baresip import registered_phone
 
 USERS = {"ana": "secret", "luis": "hunter2"}
 HOST = "127.0.0.1"
@@ -468,29 +468,13 @@ def test_config_rejects_bad_values(kwargs: dict, message: str) -> None:
         RegistrarConfig(**kwargs)
 
 
-_BARESIP_CONFIG = """\
-module_path		/usr/lib/baresip/modules
-poll_method		epoll
-sip_listen		127.0.0.1:{sip_port}
-audio_player		aubridge,discard
-audio_source		aubridge,discard
-module			g711.so
-module			aubridge.so
-module_tmp		account.so
-"""
-
-
 @pytest.mark.sip
 @pytest.mark.skipif(shutil.which("baresip") is None, reason="Debian baresip is not installed")
 def test_baresip_registers_with_a_password(tmp_path: Path) -> None:
     # The default challenge is MD5 only: baresip 1.0's libre aborts on a 401 that also offers
     # SHA-256 ("Register: Function not implemented").
     with serving(RegistrarConfig(port=0)) as running:
-        (sip_port,) = free_ports(1)
-        (tmp_path / "config").write_text(_BARESIP_CONFIG.format(sip_port=sip_port))
-        (tmp_path / "accounts").write_text(f"<sip:ana@{HOST}:{running.registrar.port}>;auth_pass=secret;regint=60\n")
-        proc = subprocess.Popen(["baresip", "-f", str(tmp_path)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+        proc, sip_port = registered_phone(tmp_path, f"{HOST}:{running.registrar.port}", "ana", "secret")
         try:
             deadline = time.monotonic() + 10
             while running.registrar.binding("ana") is None and time.monotonic() < deadline and proc.poll() is None:

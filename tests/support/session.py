@@ -34,10 +34,12 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from gateway.call.announcements import Announcer
 from gateway.call.prompts import PromptLibrary
 from gateway.call.routing import RoutingPolicy
-from gateway.call.session import CallSession, CallState, FrameIn, SessionDeps
+from gateway.call.session import TRANSITIONS, CallSession, CallState, FrameIn, SessionDeps
 from gateway.config import load_settings
 from gateway.numbers import CallerNumber
 from gateway.queue.dispatcher import Dispatcher
@@ -60,6 +62,35 @@ AGENT = "sip:agents@pbx.test"
 SILENT = bytes(FRAME_BYTES)
 VOICED = b"\x00\x10" * (FRAME_BYTES // 2)
 SETTLE_S = 2.0  # no step of a scripted call takes anywhere near this
+
+
+class TransitionLog:
+    """The state transitions a test module's calls took (read from what each call recorded), and which of
+    its tests ran: the module's last test checks the table against it."""
+
+    def __init__(self) -> None:
+        self.taken: set[tuple[CallState, CallState]] = set()
+        self.ran: set[str] = set()
+
+    def note(self, record: dict[str, Any] | None) -> None:
+        """``placed_call``'s ``on_record``."""
+        if record is None:
+            return
+        states = [e["data"] for e in record["events"] if e["type"] == "state"]
+        self.taken.update((CallState(e["from"]), CallState(e["to"])) for e in states)
+        if record["outcome"] is not None:  # ending is recorded as call_ended, not as a state event
+            self.taken.add((CallState(states[-1]["to"]) if states else CallState.ANSWERED, CallState.ENDED))
+
+    def untaken(self, request: Any, table: set[tuple[CallState, CallState]]) -> list[str]:
+        """The transitions of ``table`` no test took; skips the test unless the whole module ran before it."""
+        module = request.node.parent
+        others = [item.nodeid for item in module.collect() if item.nodeid != request.node.nodeid]
+        not_run = [nodeid for nodeid in others if nodeid not in self.ran]
+        if not_run:
+            pytest.skip(f"needs the whole module: {len(not_run)} of its tests did not run before this one")
+        every = {(a, b) for a, targets in TRANSITIONS.items() for b in targets}
+        assert self.taken - every == set(), "transitions outside the table"
+        return sorted(f"{a.value} → {b.value}" for a, b in table - self.taken)
 
 
 class FakeClock:

@@ -8,15 +8,16 @@ import contextlib
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import httpx
 import uvicorn
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
-from gateway.config import load_settings
+from gateway.config import FlowSettings, Settings, load_settings
 from gateway.flows import FlowEngine
 from gateway.store import AccountEvent, DecisionRecord, NewCall, OutboundMessage, Store
 from gateway.whatsapp import AccountHealth, TemplateRegistry, build_whatsapp
@@ -150,27 +151,41 @@ def fresh_account(**settings: Any) -> AccountHealth:
     return AccountHealth(wa.template, TemplateRegistry(wa.templates))
 
 
+@dataclass
+class WhatsAppBench:
+    settings: Settings
+    store: Store
+    channel: Any  # gateway.whatsapp.WhatsAppChannel
+    engine: FlowEngine
+    url: str
+    http: httpx.AsyncClient
+
+
 @contextlib.asynccontextmanager
-async def whatsapp_bench(db_url: str) -> AsyncIterator[tuple[Store, Any, httpx.AsyncClient]]:
-    """Webhook router + sandbox + sender + flow engine on a real HTTP server and store, as ``puente serve``
-    wires them: yields (store, channel, an HTTP client of that server)."""
+async def whatsapp_bench(
+    db_url: str, *, flows: FlowSettings | None = None, routers: Sequence[Callable[[Store], APIRouter]] = (),
+) -> AsyncIterator[WhatsAppBench]:
+    """Webhook router + sandbox + sender + flow engine (+ ``routers`` made from the store) on a real HTTP
+    server and store, as ``puente serve`` wires them."""
     sock = free_socket()
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     settings = load_settings(environ={}, overrides={"database.url": db_url, **FAST_SETTINGS})
     store = Store(db_url)
     try:
-        engine = FlowEngine(store, settings.flows)
+        engine = FlowEngine(store, flows or settings.flows)
         channel = build_whatsapp(settings, store, local_base_url=url, on_inbound=engine.handle_inbound)
         engine.wake = channel.worker.wake
         app = FastAPI()
         app.include_router(channel.router)
+        for router in routers:
+            app.include_router(router(store))
         app.mount("/sandbox", channel.sandbox.app)
         async with serve_on(app, sock):
             await channel.start()
             await engine.start()
             try:
                 async with httpx.AsyncClient(base_url=url, trust_env=False, timeout=10) as http:
-                    yield store, channel, http
+                    yield WhatsAppBench(settings, store, channel, engine, url, http)
             finally:
                 await engine.stop()
                 await channel.stop(timeout_s=5)

@@ -166,3 +166,28 @@ def _netstrings(data: bytes) -> tuple[list[bytes], bytes]:
         out.append(rest[:size])
         data = rest[size + 1:]
     return out, data
+
+
+_PHONE_CONFIG = """\
+module_path		/usr/lib/baresip/modules
+poll_method		epoll
+sip_listen		127.0.0.1:{sip_port}
+audio_player		aubridge,discard
+audio_source		aubridge,discard
+module			g711.so
+module			aubridge.so
+module_tmp		account.so
+"""
+
+
+def registered_phone(conf: Path, registrar: str, user: str, password: str, *, auto_answer: bool = False) -> tuple[subprocess.Popen, int]:
+    """Start baresip as ``user`` registering with ``password`` at ``registrar`` (``host:port``), its
+    files in ``conf``; returns the process (SIGINT makes it unregister and quit) and its SIP port."""
+    (sip_port,) = free_ports(1)
+    conf.mkdir(parents=True, exist_ok=True)
+    (conf / "config").write_text(_PHONE_CONFIG.format(sip_port=sip_port))
+    answer = ";answermode=auto" if auto_answer else ""
+    (conf / "accounts").write_text(f"<sip:{user}@{registrar}>;auth_pass={password};regint=60{answer}\n")
+    process = subprocess.Popen(["baresip", "-f", str(conf)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    return process, sip_port
