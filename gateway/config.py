@@ -356,6 +356,13 @@ class QueueSettings(_Section):
     """A voice queue (one skill): its agents, its SLA, the WhatsApp offer and abandon recovery."""
 
     agents: list[AgentSettings] = Field(default_factory=list, description="The agents serving this queue.")
+    connect: Literal["bridge", "refer"] = Field(
+        "bridge", description="bridge: the gateway calls the agent and joins the two calls (B2BUA); refer: it transfers the "
+                              "caller to the agent with SIP REFER, and the call leaves this node.",
+    )
+    refer_busy_s: float = Field(
+        240.0, gt=0, description="With connect: refer, how long an agent counts as on the call after the transfer (the node no longer sees it).",
+    )
     sla_s: float = Field(60.0, gt=0, description="Answer-time target: a longer estimated or actual wait triggers the offer.")
     ring_timeout_s: float = Field(15.0, gt=0, description="An agent who does not answer within this is skipped.")
     wrap_up_s: float = Field(10.0, ge=0, description="After a call, the agent's time before the next one.")

@@ -264,6 +264,30 @@ def test_a_waiting_caller_hears_their_place_and_expected_wait_between_the_hold_m
     run(go)
 
 
+@pytest.mark.parametrize("status, outcome", [(200, "transferred"), (486, None)])
+def test_a_refer_queue_transfers_the_caller_to_the_free_agent(db, status, outcome):
+    async def go():
+        async with calling(db, settings=queue(connect="refer", refer_busy_s=100, wrap_up_s=5)) as call:
+            await queued(call)
+            (transfer,) = [c for c in call.telephony.commands if c[0] == "transfer"]
+            assert transfer[1] == ANA and transfer[2][QUEUE_HEADER] == "general" and call.phones.legs == []
+            await call.transfer_reports(100, final=False)
+            await call.transfer_reports(status)
+            agent = call.queue.agents["ana"]
+            if outcome:  # the caller is with Ana, the node's leg ends; Ana counts as busy for refer_busy_s
+                assert (await call.ended())["outcome"] == outcome
+                assert agent.state.value == "on_call"
+                call.timers.run_due(advance=100)
+                assert agent.state.value == "wrap_up"
+                (wait,) = await call.store.queue.waits()
+                assert wait["outcome"] == "served"
+            else:  # Ana's phone was busy: the caller keeps their place and the music
+                assert call.state is S.QUEUED and call.prompts[-1] == "hold_music"
+                assert (agent.state.value, agent.last_outcome) == ("wrap_up", "busy")
+
+    run(go)
+
+
 def test_hanging_up_in_the_queue_is_an_abandon(db):
     async def go():
         async with calling(db) as call:

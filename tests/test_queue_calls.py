@@ -52,8 +52,13 @@ def gateway(tmp_path_factory, agent, ringer):
             "billing": {"agents": [{"id": "rosa", "uri": ringer.uri}, {"id": "ana", "uri": agent.uri("ana")}],
                         "wrap_up_s": 1, "sla_s": 600, "ring_timeout_s": 2},
             "complaints": {"sla_s": 1, "offer": {"check_interval_s": 0.5}},
+            # Cancellations go to Pedro by REFER: the caller's phone calls him, the call leaves the gateway.
+            "cancellations": {"agents": [{"id": "pedro", "uri": agent.uri("pedro")}], "connect": "refer",
+                              "refer_busy_s": 1, "wrap_up_s": 0.5,
+                              "offer": {"enabled": False}},
         },
-        routing={"skills": {"billing_dispute": "billing", "complaint": "complaints"}, "default_queue": "billing"},
+        routing={"skills": {"billing_dispute": "billing", "complaint": "complaints", "cancel_service": "cancellations"},
+                 "default_queue": "billing"},
         # The operator's policy allows writing to callers about their call (the documents link).
         whatsapp={"per_user_interval_s": 0.5, "consent": {"required": False}},
     )
@@ -216,3 +221,23 @@ def test_spoken_answers_to_the_offer_yes_takes_whatsapp_no_keeps_the_place(gatew
     assert [e["data"]["how"] for e in yes["events"] if e["type"] == "offer_accepted"] == ["speech"]
     assert [e["data"]["choice"] for e in no["events"] if e["type"] == "offer_answer"][:1] == ["no"]
     assert no["outcome"] == "abandoned"  # kept their place after "no", then hung up in the queue
+
+
+@pytest.mark.parametrize("follow", [True, False])
+def test_a_refer_queue_transfers_the_caller_to_the_agent_with_the_context(gateway, agent, tmp_path, follow):
+    wav = espeak("Quiero cancelar mi servicio de internet", "es", tmp_path / "say.wav")
+    args = ["--follow-transfer"] if follow else ["--hangup-after", "8"]
+    record = gateway.call("es", "--wav", str(wav), "--timeout", "40", *args)
+    assert record["intent"] == "cancel_service", record
+    target = record["caller"]["transfer_target"]
+    assert target and agent.uri("pedro").split(";")[0] in target and f"X-Puente-Call-Id={record['call_id']}" in target
+    events = [(e["type"], e["data"]) for e in record["record"]["events"] if e["type"].startswith(("agent_", "transfer"))]
+    if follow:  # the caller's phone called Pedro and the gateway's leg ended
+        assert record["outcome"] == "transferred", events
+        assert any(t == "agent_connected" and (d["agent"], d["via"]) == ("pedro", "refer") for t, d in events), events
+        incoming = agent.wait_for(lambda e: e["event"] == "incoming" and e["to_user"] == "pedro", timeout=5)
+        assert incoming["headers"]["X-Puente-Call-Id"] == record["call_id"]
+    else:  # the caller's phone refused the REFER: Pedro "missed" them, they kept waiting, then hung up
+        missed = [d for t, d in events if t == "agent_missed"]
+        assert missed and missed[0]["agent"] == "pedro" and missed[0]["sip_status"] == 603, events
+        assert record["outcome"] == "abandoned"

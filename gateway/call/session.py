@@ -35,7 +35,7 @@ from gateway.call.routing import Decision, RoutingPolicy, Understanding
 from gateway.call.speech import AsrSaturated, SpeechPipeline
 from gateway.config import Settings
 from gateway.numbers import CallerNumber
-from gateway.queue.dispatcher import AgentConnected, AgentLeft, AgentRinging, Dispatcher, JoinRequest
+from gateway.queue.dispatcher import AgentConnected, AgentLeft, AgentRinging, Dispatcher, JoinRequest, TransferToAgent
 from gateway.queue.recovery import AbandonedWait, plan_recovery
 from gateway.queue.tickets import Ticket
 from gateway.store import DecisionRecord, NewCall, OutboundMessage, Recovery, Store, UtteranceRecord, utcnow
@@ -282,6 +282,10 @@ class CallSession:
                 pass  # the distributor records it; the caller keeps hearing the hold audio
             case AgentConnected():
                 await self._on_agent_connected()
+            case TransferToAgent(uri=uri, headers=headers):
+                if self.state in _WAITING:
+                    await self._event("transfer_requested", {"target": uri})
+                    self._deps.telephony.transfer(self.call_id, uri, headers)
             case AgentLeft():
                 if self.state is CallState.CONNECTED:
                     self._deps.telephony.hangup(self.call_id)
@@ -490,7 +494,9 @@ class CallSession:
         await self._event("transfer_progress", {"status": code, "final": final})
         if not final:
             return
-        if 200 <= code < 300:
+        if self.state in _WAITING and self._deps.queues is not None:
+            await self._transferred_from_queue(code)
+        elif 200 <= code < 300:
             self._outcome = "transferred"
             self._deps.telephony.hangup(self.call_id)
         elif self._outcome is None:
@@ -713,6 +719,20 @@ class CallSession:
         for timer in self._queue_timers:
             timer.cancel()
 
+    async def _transferred_from_queue(self, code: int) -> None:
+        """The REFER to a queue's agent ended: 2xx, the caller is with the agent (our leg ends); else they
+        keep their place and the hold music."""
+        d = self._deps
+        assert d.queues is not None
+        d.queues.transfer_ended(self.call_id, code)
+        if 200 <= code < 300:
+            self._outcome = "transferred"  # the ticket stays: leaving at the end records the wait as served
+            self._stop_prompt()
+            await self._enter(CallState.CONNECTED)
+            d.telephony.hangup(self.call_id)
+        elif self.state is CallState.QUEUED:
+            self._play(Prompt.HOLD_MUSIC)
+
     async def _on_queue_timeout(self) -> None:
         d = self._deps
         if self.state not in _WAITING or d.queues is None:
@@ -737,10 +757,10 @@ class CallSession:
             self._deps.queues.leave(self.call_id, "abandoned" if by == "remote" else "interrupted")
             if self.state in _WAITING:  # hung up, or cut off by the gateway stopping (it never hangs up a waiting caller)
                 recovery = await self._recovery(ticket)
-        if self.state is CallState.CONNECTED:
-            outcome = "served"
-        elif self._outcome in ("deflected", "transferred", "unserved"):
+        if self._outcome in ("deflected", "transferred", "unserved"):
             outcome = self._outcome
+        elif self.state is CallState.CONNECTED:
+            outcome = "served"
         elif by == "remote":
             outcome = "abandoned"
         else:

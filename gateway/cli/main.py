@@ -77,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     call.add_argument("--answer", metavar="TEXT", help="say TEXT (espeak-ng, --lang) to the gateway's question after the first utterance, e.g. 'sí'")
     call.add_argument("--dtmf", metavar="DIGITS", help="key DIGITS (RFC 4733) in reply to the gateway's question, e.g. 1")
     call.add_argument("--hangup-after", type=float, metavar="S", help="hang up S seconds after connecting")
+    call.add_argument("--follow-transfer", action="store_true", help="accept the gateway's REFER and call the agent (default: decline it)")
     call.add_argument("--timeout", type=float, default=60.0, help="give up after this many seconds (default %(default)s)")
     call.add_argument("--srtp", choices=["off", "optional", "mandatory"], default="off",
                       help="media encryption offered (SDES; default %(default)s); SIP over TLS: a ;transport=tls URI")
@@ -129,7 +130,7 @@ def _cmd_call(args: argparse.Namespace) -> int:
         record = place_call(
             args.uri, wav=args.wav, say=args.say, lang=args.lang, api=args.api, from_number=args.from_number,
             answer=args.answer, dtmf=args.dtmf, hangup_after_s=args.hangup_after, timeout_s=args.timeout,
-            srtp=args.srtp, tls_ca_file=args.tls_ca,
+            srtp=args.srtp, tls_ca_file=args.tls_ca, follow_transfer=args.follow_transfer,
         )
     except CallFailed as exc:
         print(json.dumps({"error": str(exc), **exc.details}, ensure_ascii=False))

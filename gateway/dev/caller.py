@@ -46,6 +46,7 @@ def place_call(
     timeout_s: float = 60.0,
     srtp: Literal["off", "optional", "mandatory"] = "off",
     tls_ca_file: Path | None = None,
+    follow_transfer: bool = False,
 ) -> dict[str, Any]:
     """Call, wait for the gateway to end the call, return its record (``CallFailed`` otherwise).
 
@@ -54,6 +55,7 @@ def place_call(
 
     ``answer`` (spoken) and ``dtmf`` (keyed) reply to the gateway's next question after the
     first utterance (e.g. WhatsApp consent), as soon as the gateway starts asking it.
+    ``follow_transfer``: accept the gateway's REFER and call the agent, as a phone would; else decline it.
     """
     with tempfile.TemporaryDirectory(prefix="puente-call-") as tmp:
         work = Path(tmp)
@@ -66,6 +68,7 @@ def place_call(
         script = CallScript(
             wav=to_pcm16(Path(wav), work / "speech.wav"), from_uri=f"sip:{from_number}@{host}",
             hangup_after_s=hangup_after_s, max_duration_s=timeout_s, reply_wav=reply, reply_dtmf=dtmf, srtp=srtp,
+            follow_transfer=follow_transfer,
         )
         with SipCaller(tls="transport=tls" in uri.lower(), tls_ca_file=tls_ca_file) as caller:
             result = caller.call(uri, script)

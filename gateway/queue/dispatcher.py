@@ -85,6 +85,15 @@ class AgentConnected:
 
 
 @dataclass(frozen=True)
+class TransferToAgent:
+    """A queue with ``connect: refer``: transfer the caller to the agent's phone (REFER with ``headers``)."""
+
+    agent_id: str
+    uri: str
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True)
 class AgentLeft:
     """The agent hung up on a connected caller."""
 
@@ -188,6 +197,10 @@ class Dispatcher:
             # Ringing: cancel; connected: hang up. The agent moves on when the leg has ended.
             agent.call_id = None
             self._telephony.hangup(agent.leg_id)
+        elif agent is not None and agent.call_id == call_id and agent.state is AgentState.RINGING:
+            # A REFER in progress when the caller went: the agent is free again.
+            self._move(agent, AgentState.AVAILABLE)
+            self._dispatch()
         final = "served" if ticket.state is TicketState.CONNECTED else outcome
         self._journal.write(lambda: self._store.queue.leave(call_id, outcome=final, at=self._wall()))
 
@@ -230,6 +243,27 @@ class Dispatcher:
         return self._history[queue].estimate(self._clock(), self._staffing(queue), ahead).seconds
 
     # --- the agents' side -------------------------------------------------------------------
+
+    def transfer_ended(self, call_id: str, status_code: int) -> None:
+        """The final answer to the REFER of a ``connect: refer`` queue: 2xx, the caller is with the agent and
+        leaves the node (the agent counts as on the call for ``refer_busy_s``); else the agent missed them."""
+        ticket = self._tickets.get(call_id)
+        agent = self.agents.get(ticket.agent_id or "") if ticket is not None else None
+        if ticket is None or agent is None or agent.state is not AgentState.RINGING or agent.call_id != call_id:
+            return
+        if not 200 <= status_code < 300:
+            self._missed(agent, ticket, _MISSED.get(status_code, f"failed ({status_code})"), status_code)
+            return
+        now, queue = self._clock(), self.queues[ticket.queue]
+        self._move(agent, AgentState.ON_CALL, call_id=call_id)
+        agent.answered, agent.missed_in_a_row, agent.last_outcome = agent.answered + 1, 0, "answered"
+        ticket.state = TicketState.CONNECTED
+        self._history[ticket.queue].left(ticket.waited(now), abandoned=False)
+        self._history[ticket.queue].handled(queue.refer_busy_s + queue.wrap_up_s)
+        self._event(call_id, "agent_connected", agent=agent.id, waited_s=round(ticket.waited(now), 1), via="refer")
+        wall = self._wall()
+        self._journal.write(lambda: self._store.queue.update(call_id, at=wall, state="connected", answered_at=wall))
+        self._timers[agent.id] = self._schedule(queue.refer_busy_s, lambda: self._wrap_up(agent, queue.wrap_up_s, "transferred"))
 
     def handles(self, call_id: str) -> bool:
         """Whether ``call_id`` is one of our legs to an agent."""
@@ -329,14 +363,18 @@ class Dispatcher:
         self._move(agent, AgentState.RINGING, call_id=ticket.call_id)
         ticket.state, ticket.agent_id = TicketState.RINGING, agent.id
         assert agent.uri is not None  # _dispatch rings only agents with a phone
+        self._event(ticket.call_id, "agent_ringing", agent=agent.id, waited_s=round(waited, 1))
+        self._journal.write(lambda: self._store.queue.update(ticket.call_id, at=self._wall(), state="ringing", agent_id=agent.id))
+        if self.queues[ticket.queue].connect == "refer":
+            # The caller's side calls the agent; the REFER's outcome comes back through ``transfer_ended``.
+            self._members[ticket.call_id].post(TransferToAgent(agent.id, agent.uri, headers))
+            return
         leg = self._telephony.dial(agent.uri, headers)
         agent.leg_id = leg
         self._legs[leg] = agent.id
         self._timers[agent.id] = self._schedule(
             self.queues[ticket.queue].ring_timeout_s, lambda: self._ring_timeout(agent.id, leg)
         )
-        self._event(ticket.call_id, "agent_ringing", agent=agent.id, waited_s=round(waited, 1))
-        self._journal.write(lambda: self._store.queue.update(ticket.call_id, at=self._wall(), state="ringing", agent_id=agent.id))
         self._members[ticket.call_id].post(AgentRinging(agent.id))
 
     def _ring_timeout(self, agent_id: str, leg: str) -> None:
@@ -390,7 +428,12 @@ class Dispatcher:
             self._move(agent, AgentState.AVAILABLE)
             self._dispatch()
             return
-        outcome = "no answer" if timed_out else _MISSED.get(status, f"failed ({status})")
+        self._missed(agent, ticket, "no answer" if timed_out else _MISSED.get(status, f"failed ({status})"), status)
+
+    def _missed(self, agent: Agent, ticket: Ticket | None, outcome: str, status: int) -> None:
+        """The agent did not take the caller: a pause for the agent (offline after too many), and the caller
+        keeps their place for the next agent."""
+        queue = ticket.queue if ticket is not None else agent.queues[0]
         agent.missed, agent.missed_in_a_row, agent.last_outcome = agent.missed + 1, agent.missed_in_a_row + 1, outcome
         if ticket is not None:
             ticket.state, ticket.agent_id = TicketState.WAITING, None
