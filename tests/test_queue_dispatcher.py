@@ -330,3 +330,19 @@ def test_an_agent_who_registers_is_rung_at_the_registered_contact_and_goes_offli
         assert (bench.agent("ana"), bench.dispatcher.agents["ana"].reason) == (AgentState.OFFLINE, "not registered")
 
     run(go)
+
+
+def test_an_agent_logged_out_during_a_call_goes_offline_when_it_ends(bench_for):
+    async def go():
+        bench = bench_for(queues(("ana", ANA)))
+        await bench.caller("c1")
+        await bench.caller("c2")
+        leg = bench.phones.answer(ANA)
+        bench.dispatcher.set_online("ana", False)
+        assert bench.agent("ana") is AgentState.ON_CALL
+        bench.phones.agent_hangs_up(leg.leg_id)
+        bench.timers.run_due(advance=5)
+        assert (bench.agent("ana"), bench.dispatcher.agents["ana"].reason) == (AgentState.OFFLINE, "logged out")
+        assert len(bench.phones.legs) == 1  # c2 still waits for someone else
+
+    run(go)

@@ -301,6 +301,8 @@ class Dispatcher:
             self._cancel_timer(agent.id)
             agent.reason = "logged out"
             self._move(agent, AgentState.OFFLINE)
+        elif not online and agent.state is not AgentState.OFFLINE:
+            agent.reason = "logged out"  # ringing or on a call: offline once it is over (see _wrap_up)
         return agent
 
     # --- status -----------------------------------------------------------------------------
@@ -457,8 +459,9 @@ class Dispatcher:
 
         def done() -> None:
             self._timers.pop(agent.id, None)
-            if agent.state is AgentState.WRAP_UP and agent.uri is None:  # the phone unregistered meanwhile
-                agent.reason = "not registered"
+            if agent.state is AgentState.WRAP_UP and (agent.uri is None or agent.reason == "logged out"):
+                # The phone unregistered, or the agent logged out, during the call.
+                agent.reason = agent.reason if agent.uri is not None else "not registered"
                 self._move(agent, AgentState.OFFLINE)
             elif agent.state is AgentState.WRAP_UP:
                 self._move(agent, AgentState.AVAILABLE)
