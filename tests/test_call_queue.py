@@ -161,6 +161,9 @@ def test_no_or_dtmf_2_keeps_the_caller_in_the_queue_in_their_place(db, how):
                 await call.answer("no")
             assert call.state is S.QUEUED and call.prompts[-1] == "offer_declined"
             assert call.telephony.listening is False and call.queue.position(call.call_id) == 0
+            call.clock.advance(600)  # long past the interval: a caller who said no is not asked again
+            await asyncio.sleep(0.05)
+            assert call.prompts.count("offer") == 1 and call.state is S.QUEUED
             assert await call.events("consent") == []  # declining the offer is not refusing WhatsApp
             assert [e["how"] for e in await call.events("offer_declined")] == [how]
 
@@ -368,12 +371,13 @@ def test_hanging_up_during_the_offer_is_an_abandon_too(db):
 @pytest.mark.parametrize("during_offer", [False, True])
 def test_past_the_queues_max_wait_the_caller_hears_goodbye(db, during_offer):
     async def go():
-        settings = queue(agents=[], max_wait_s=0.3) if during_offer else queue(agents=[], max_wait_s=0.05, offer={"enabled": False})
+        # Real seconds: long enough for the offer to come first (a loaded CI machine included).
+        settings = queue(agents=[], max_wait_s=1.0) if during_offer else queue(agents=[], max_wait_s=0.05, offer={"enabled": False})
         async with calling(db, settings=settings) as call:
             await queued(call)
             if during_offer:
                 await wait_offer(call)
-            await call.until(lambda: call.state is S.ACTING)
+            await call.until(lambda: call.state is S.ACTING, timeout_s=5)
             assert call.prompts[-1] == "goodbye"
             await call.prompt_ends()
             record = await call.ended()

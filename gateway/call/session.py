@@ -693,6 +693,8 @@ class CallSession:
             return
         if not accepted:
             await self._event("offer_declined" if accepted is False else "offer_ignored", {"how": how})
+            if accepted is False:
+                d.queues.declined(self.call_id)
             await self._enter(CallState.QUEUED)
             d.telephony.listen(self.call_id, False)
             self._play(Prompt.OFFER_DECLINED if accepted is False else Prompt.HOLD_MUSIC)

@@ -213,6 +213,12 @@ class Dispatcher:
             offers = ticket.offers
             self._journal.write(lambda: self._store.queue.update(call_id, at=self._wall(), offers=offers))
 
+    def declined(self, call_id: str) -> None:
+        """The caller said no to the offer: they wait, and are not asked again."""
+        ticket = self._tickets.get(call_id)
+        if ticket is not None:
+            ticket.declined = True
+
     def offer_reason(self, call_id: str) -> str | None:
         """Why this caller should be offered WhatsApp now (their queue's policy), or None."""
         ticket = self._tickets.get(call_id)

@@ -23,7 +23,7 @@ class OfferPolicy:
     def reason(self, ticket: Ticket, *, estimated_wait_s: float, now: float, wall: datetime) -> str | None:
         """Why ``ticket``'s caller should hear the offer now, or None to let them wait."""
         s = self.settings
-        if ticket.holdout or ticket.state is not TicketState.WAITING or not self.open(wall):
+        if ticket.holdout or ticket.declined or ticket.state is not TicketState.WAITING or not self.open(wall):
             return None
         if s.intents is not None and ticket.intent not in s.intents:
             return None

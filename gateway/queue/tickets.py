@@ -29,6 +29,7 @@ class Ticket:
     state: TicketState = TicketState.WAITING
     offers: int = 0
     last_offer: float | None = None  # monotonic seconds of the latest offer
+    declined: bool = False  # said no to the offer: not asked again (ignoring it is not declining)
     agent_id: str | None = None
     skipped_by: set[str] = field(default_factory=set)  # agents who missed this caller: others are rung first
 
