@@ -137,6 +137,9 @@ class SipSettings(_Section):
 class HttpSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
+    public_url: str | None = Field(
+        None, pattern=r"^https?://", description="Where agents' desktops reach this API (X-Puente-Context-Url); default: its local address.",
+    )
 
 
 class DatabaseSettings(_Section):

@@ -30,7 +30,7 @@ from gateway.store import InterruptedWait, Store, utcnow
 from gateway.whatsapp import WhatsAppChannel, build_whatsapp, local_base
 from models import AudioFrame, Endpointer, Transcriber, WebRtcVad
 from nlu import IntentClassifier, IntentModel, RasaClassifier, load_or_train_default
-from sip import Binding, CallEvent, IncomingCall, PjsuaBuild, Registrar, SipEndpoint, pjsua2_build
+from sip import Binding, CallEvent, IncomingCall, PjsuaBuild, Registrar, SipEndpoint, pjsua2_build, pjsua_max_calls
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ class Gateway:
             if queue is None:  # the queue was removed from the configuration meanwhile
                 continue
             caller = CallerNumber(wait.caller_number, None if wait.caller_number else "no caller number")
-            unavailable = caller.unusable or self.whatsapp.account.deflection_unavailable(wait.language)
+            unavailable = caller.unusable or self.whatsapp.account.unavailable(s.whatsapp.recovery_template, wait.language)
             consented = not s.whatsapp.consent.required or bool(
                 wait.caller_number and await self.store.consents.latest(wait.caller_number))
             context = {"call_id": wait.call_id, "intent": wait.intent, "language": wait.language,
@@ -232,8 +232,9 @@ class Gateway:
             self.queues.registered(agent_id, binding.contact if binding else None)
 
     def context_url(self, call_id: str) -> str:
-        """Where an agent's desktop reads the call's context."""
-        return f"{local_base(self.settings)}/v1/calls/{call_id}/context"
+        """Where an agent's desktop reads the call's context (``http.public_url``, else this machine's address)."""
+        base = (self.settings.http.public_url or local_base(self.settings)).rstrip("/")
+        return f"{base}/v1/calls/{call_id}/context"
 
     # --- intent model --------------------------------------------------------------------
 
@@ -273,6 +274,8 @@ class Gateway:
                 "srtp": self.settings.sip.srtp,
                 # Calls this node answers at once: the configured limit, or the pjsua2 build's if lower.
                 "max_calls": min(self.settings.sip.max_calls, self.pjsua2.max_calls) if self.pjsua2 else None,
+                # pjsua's slots for those calls, their agent legs, and refusals; a bridged call takes two.
+                "call_slots": pjsua_max_calls(self.settings.sip.max_calls, self.pjsua2.max_calls) if self.pjsua2 else None,
                 "pjsua2": self.pjsua2.as_dict() if self.pjsua2 else None,
                 "invites": self.sip.invites if self.sip else None,
                 "frames_dropped": self.sip.frames_dropped if self.sip else None,

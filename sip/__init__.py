@@ -7,7 +7,7 @@ softphones that REGISTER with the gateway.
 from sip.caller import CallResult, CallScript, LiveCall, SipCaller
 from sip.capabilities import PjsuaBuild, pjsua2_build
 from sip.config import SipConfig
-from sip.endpoint import SipEndpoint
+from sip.endpoint import SipEndpoint, pjsua_max_calls
 from sip.errors import SipError, SipNotRunningError, SipStartError
 from sip.events import (
     CallEnded,
@@ -46,4 +46,5 @@ __all__ = [
     "SipStartError",
     "TransferUpdate",
     "pjsua2_build",
+    "pjsua_max_calls",
 ]

@@ -17,6 +17,7 @@ from gateway.call.session import TRANSITIONS, CallState, DocumentsRequested
 from gateway.numbers import CallerNumber
 from gateway.queue.dispatcher import PRIORITY_HEADER, QUEUE_HEADER, WAIT_HEADER
 from tests.support.session import NUMBER, TransitionLog, placed_call
+from tests.support.whatsapp import account_event, fresh_account, template_status
 
 S = CallState
 QUEUE_STATES = {S.QUEUED, S.OFFERING, S.CONNECTED}
@@ -287,6 +288,26 @@ def test_a_refer_queue_transfers_the_caller_to_the_free_agent(db, status, outcom
             else:  # Ana's phone was busy: the caller keeps their place and the music
                 assert call.state is S.QUEUED and call.prompts[-1] == "hold_music"
                 assert (agent.state.value, agent.last_outcome) == ("wrap_up", "busy")
+
+    run(go)
+
+
+@pytest.mark.parametrize("template, what", [("call_recovery", "recovery"), ("call_documents", "documents link")])
+def test_a_template_meta_paused_is_not_used_for_recoveries_or_documents(db, template, what):
+    async def go():
+        account = fresh_account()
+        account.record(account_event("message_template_status_update", template_status("PAUSED", name=template, language="es")))
+        settings = {**queue(agents=[], offer={"enabled": False}), "routing.routes": {"update_details": "voice"},
+                    "whatsapp.consent.required": False}
+        async with calling(db, settings=settings, whatsapp=account) as call:
+            await queued(call, "Quiero actualizar mis datos", "update_details")
+            call.clock.advance(60)
+            await call.hang_up()
+            record = await call.ended()
+            paused = f"WhatsApp template {template} (es) is paused"
+            skipped = [e["data"]["reason"] for e in record["events"] if e["type"] in ("documents_link_skipped", "recovery_not_offered")]
+            assert skipped == [paused] and [m["purpose"] for m in record["messages"]] == [
+                "recovery" if what == "documents link" else "documents"]
 
     run(go)
 

@@ -113,3 +113,5 @@ def test_healthz_shows_the_build_and_how_many_calls_this_node_answers(gateway) -
     assert sip["pjsua2"]["frame_tap"] == build.frame_tap
     # The gateway's own limit (sip.max_calls, 32 by default), unless the build holds fewer.
     assert sip["max_calls"] == min(32, build.max_calls)
+    # Slots for those calls, one agent leg each, and 8 to refuse INVITEs with (capped by the build).
+    assert sip["call_slots"] == min(2 * 32 + 8, build.max_calls)

@@ -609,7 +609,8 @@ class CallSession:
         """The WhatsApp link for documents and photos, while the call goes on; what the customer sends there
         belongs to this call (its conversation), and the agent sees it in the call's context."""
         d = self._deps
-        why_not = self._whatsapp_unavailable() or (None if await self._consent_on_record() else "no WhatsApp consent on record")
+        why_not = (self._whatsapp_unavailable(d.settings.whatsapp.documents_template)
+                   or (None if await self._consent_on_record() else "no WhatsApp consent on record"))
         if why_not is None:
             assert self.caller.whatsapp is not None
             context = {**self._context().as_dict(), "intent": self._progress.intent or "agent_request"}
@@ -772,7 +773,7 @@ class CallSession:
     async def _recovery(self, ticket: Ticket) -> Recovery | None:
         """The WhatsApp message that picks up where this caller, who hung up in the queue, left off (or None, recorded why)."""
         d = self._deps
-        unavailable = self._whatsapp_unavailable()
+        unavailable = self._whatsapp_unavailable(d.settings.whatsapp.recovery_template)
         wait = AbandonedWait(
             intent=ticket.intent, language=self._deflection_language(), waited_s=ticket.waited(d.clock()),
             to_number=self.caller.whatsapp, unavailable=unavailable,
@@ -839,9 +840,11 @@ class CallSession:
     def _deflection_language(self) -> str:
         return self.language or self._line.languages[0]
 
-    def _whatsapp_unavailable(self) -> str | None:
-        """Why this caller cannot be deflected now (their number, or our template in their language), or None."""
-        return self.caller.unusable or self._deps.whatsapp.deflection_unavailable(self._deflection_language())
+    def _whatsapp_unavailable(self, template: str | None = None) -> str | None:
+        """Why this caller cannot get ``template`` (default: the deflection's) now: their number, or Meta
+        stopped the template in their language; None when they can."""
+        name = template or self._deps.settings.whatsapp.template
+        return self.caller.unusable or self._deps.whatsapp.unavailable(name, self._deflection_language())
 
     def _deflection_message(self) -> OutboundMessage:
         assert self.caller.whatsapp is not None  # the policy never deflects an unusable number

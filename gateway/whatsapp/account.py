@@ -84,13 +84,17 @@ class AccountHealth:
 
     def deflection_unavailable(self, language: str) -> str | None:
         """Why a deflection in ``language`` cannot go now (its template cannot be sent), or None."""
-        approved = self._registry.get(self.template, language)
-        return self._stopped(_language_key(approved.language if approved else language))
+        return self.unavailable(self.template, language)
+
+    def unavailable(self, template: str, language: str) -> str | None:
+        """Why ``template`` cannot be sent in ``language`` now (Meta paused, disabled or rejected it), or None."""
+        approved = self._registry.get(template, language)
+        return self._stopped(template, _language_key(approved.language if approved else language))
 
     def stopped(self) -> dict[str, str]:
         """The deflection template's configured languages that cannot be sent now, each with why."""
         languages = [lang for name, lang in self._registry.names() if name == self.template]
-        reasons = {lang: self._stopped(_language_key(lang)) for lang in languages}
+        reasons = {lang: self._stopped(self.template, _language_key(lang)) for lang in languages}
         return {lang: why for lang, why in reasons.items() if why is not None}
 
     def as_dict(self) -> dict[str, Any]:
@@ -225,19 +229,19 @@ class AccountHealth:
         key = (ref.message_template_name, _language_key(language))
         return self._templates.setdefault(key, TemplateState(language))
 
-    def _stopped(self, language_key: str) -> str | None:
-        """Why the deflection template cannot be sent in ``language_key``: the latest word on it, whether it
-        named that language or none."""
+    def _stopped(self, template: str, language_key: str) -> str | None:
+        """Why ``template`` cannot be sent in ``language_key``: the latest word on it, whether it named that
+        language or none."""
         candidates = [
             (state.sendable, state.language) for (name, key), state in self._templates.items()
-            if name == self.template and key in (language_key, ALL_LANGUAGES) and state.sendable is not None
+            if name == template and key in (language_key, ALL_LANGUAGES) and state.sendable is not None
         ]
         if not candidates:
             return None
         mark, language = max(candidates, key=lambda c: c[0].since)
         if mark.value not in STOPPING:
             return None
-        return f"WhatsApp template {_named(self.template, language)} is {_words(mark.value)}"
+        return f"WhatsApp template {_named(template, language)} is {_words(mark.value)}"
 
 
 def _language_key(language: str) -> str:
