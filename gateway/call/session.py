@@ -201,7 +201,7 @@ class CallSession:
         self._ticket: Ticket | None = None  # this caller's place in a voice queue
         self._queue_heard: tuple[Understanding, int | None] | None = None  # what sent the caller to the queue
         self._offer_reason: str | None = None
-        self._queue_timers: list[asyncio.TimerHandle] = []
+        self._queue_timers: dict[type, asyncio.TimerHandle] = {}  # the next of each kind (offer check, announcement…)
         self._record = CallRecorder(deps.store, call.call_id)
         self.done = asyncio.Event()
 
@@ -243,7 +243,7 @@ class CallSession:
             d.telephony.hangup(self.call_id, 500)
             await self._end("gateway", "internal error", outcome="failed")
         finally:
-            for timer in [self._hold_timer, *self._queue_timers]:
+            for timer in [self._hold_timer, *self._queue_timers.values()]:
                 if timer is not None:
                     timer.cancel()
             self.done.set()
@@ -600,10 +600,10 @@ class CallSession:
         if heard.intent in d.settings.routing.documents_intents:
             await self._send_documents_link("intent")
         settings = d.settings.queues[queue]
-        self._queue_timers.append(self._later(settings.max_wait_s, QueueTimeout()))
-        self._queue_timers.append(self._later(settings.offer.check_interval_s, OfferCheck()))
+        self._later(settings.max_wait_s, QueueTimeout())
+        self._later(settings.offer.check_interval_s, OfferCheck())
         if settings.announce_interval_s is not None and d.announcer is not None:
-            self._queue_timers.append(self._later(settings.announce_interval_s, AnnouncementDue()))
+            self._later(settings.announce_interval_s, AnnouncementDue())
 
     async def _send_documents_link(self, by: str) -> None:
         """The WhatsApp link for documents and photos, while the call goes on; what the customer sends there
@@ -629,7 +629,7 @@ class CallSession:
             return
         settings = d.settings.queues[self._ticket.queue]
         assert settings.announce_interval_s is not None
-        self._queue_timers.append(self._later(settings.announce_interval_s, AnnouncementDue()))
+        self._later(settings.announce_interval_s, AnnouncementDue())
         position, wait = d.queues.position(self.call_id), d.queues.estimate(self.call_id)
         text = announcement_text(self._deflection_language(), position=position, wait_s=wait, announce=settings.announce)
         if self.state is not CallState.QUEUED or text is None:
@@ -643,14 +643,15 @@ class CallSession:
             self._playback = d.telephony.play(self.call_id, wav)
             await self._event("announced", {"position": position, "estimated_wait_s": _round(wait), "text": text})
 
-    def _later(self, seconds: float, item: object) -> asyncio.TimerHandle:
-        return asyncio.get_running_loop().call_later(seconds, self.post, item)
+    def _later(self, seconds: float, item: object) -> None:
+        """Post ``item`` to this session in ``seconds``; the next of its kind replaces the last (it has fired)."""
+        self._queue_timers[type(item)] = asyncio.get_running_loop().call_later(seconds, self.post, item)
 
     async def _on_offer_check(self) -> None:
         d = self._deps
         if self.state not in _WAITING or self._ticket is None or d.queues is None:
             return
-        self._queue_timers.append(self._later(d.settings.queues[self._ticket.queue].offer.check_interval_s, OfferCheck()))
+        self._later(d.settings.queues[self._ticket.queue].offer.check_interval_s, OfferCheck())
         if self.state is not CallState.QUEUED:
             return
         reason = d.queues.offer_reason(self.call_id)
@@ -719,7 +720,7 @@ class CallSession:
         self._playback = None  # the bridge stopped the hold audio or the offer
         await self._enter(CallState.CONNECTED)
         self._deps.telephony.listen(self.call_id, False)
-        for timer in self._queue_timers:
+        for timer in self._queue_timers.values():
             timer.cancel()
 
     async def _transferred_from_queue(self, code: int) -> None:
@@ -742,7 +743,6 @@ class CallSession:
             return
         d.queues.leave(self.call_id, "timeout")
         self._ticket = None
-        self._stop_prompt()
         await self._enter(CallState.ACTING)
         d.telephony.listen(self.call_id, False)
         self._outcome = "unserved"
