@@ -198,7 +198,8 @@ class CallSession:
         self._transferring = False
         self._pending: _Pending | None = None
         self._ending = False  # the call ended; its CallEnded waits in the inbox
-        self._ticket: Ticket | None = None  # this caller's place in a voice queue
+        self._ticket: Ticket | None = None  # this caller's place in a voice queue, while they hold it
+        self._queued_in: Ticket | None = None  # the place they took, kept after they left it (the context says where)
         self._queue_heard: tuple[Understanding, int | None] | None = None  # what sent the caller to the queue
         self._offer_reason: str | None = None
         self._queue_timers: dict[type, asyncio.TimerHandle] = {}  # the next of each kind (offer check, announcement…)
@@ -583,7 +584,7 @@ class CallSession:
         headers = context.sip_headers()
         if d.context_url is not None:
             headers[CONTEXT_URL_HEADER] = d.context_url(self.call_id)
-        self._ticket = d.queues.join(
+        self._ticket = self._queued_in = d.queues.join(
             JoinRequest(
                 call_id=self.call_id, queue=queue, intent=heard.intent, language=self._deflection_language(),
                 priority=d.settings.routing.priorities.get(heard.intent or "", 0), caller_number=self.caller.e164,
@@ -828,12 +829,11 @@ class CallSession:
         return self._arrivals[0][1] if self._arrivals else self._deps.clock()
 
     def _context(self) -> HandoffContext:
-        p = self._progress
-        queue = None if self._deps.queues is None else self._deps.settings.queue_of(p.intent)
+        p, ticket = self._progress, self._queued_in
         return HandoffContext(
             call_id=self.call_id, sip_call_id=self.call.sip_call_id, line=self.call.to_user, language=self.language,
             intent=p.intent, confidence=p.confidence, transcript=" ".join(t for t in p.utterances if t), dtmf="".join(p.dtmf),
-            queue=queue, priority=None if queue is None else self._deps.settings.routing.priorities.get(p.intent or "", 0),
+            queue=ticket.queue if ticket else None, priority=ticket.priority if ticket else None,
             waited_s=None if p.waited_s is None else round(p.waited_s, 1),
         )
 
