@@ -145,7 +145,7 @@ class Dispatcher:
         self._legs: dict[str, str] = {}  # leg id → agent id, until the leg ends
         self._timers: dict[str, Cancellable] = {}  # agent id → ring timeout or wrap-up
         self._timed_out: set[str] = set()  # legs we cancelled because the agent did not answer
-        self._answered: dict[str, float] = {}  # leg id → when the agent answered
+        self._answered: dict[str, tuple[float, str]] = {}  # leg id → when the agent answered, and in which queue
         self._closed = False
 
     def start(self) -> None:
@@ -398,12 +398,13 @@ class Dispatcher:
         self._cancel_timer(agent.id)
         ticket = self._tickets.get(agent.call_id or "")
         now = self._clock()
-        self._answered[leg] = now
         self._move(agent, AgentState.ON_CALL, call_id=agent.call_id)
         agent.answered, agent.missed_in_a_row, agent.last_outcome = agent.answered + 1, 0, "answered"
         if ticket is None:  # the caller left while the phone rang, and the agent answered anyway
+            self._answered[leg] = (now, agent.queues[0])
             self._telephony.hangup(leg)
             return
+        self._answered[leg] = (now, ticket.queue)
         self._telephony.bridge(ticket.call_id, leg)
         ticket.state = TicketState.CONNECTED
         self._history[ticket.queue].left(ticket.waited(now), abandoned=False)
@@ -422,10 +423,10 @@ class Dispatcher:
         self._cancel_timer(agent.id)
         call_id = agent.call_id
         ticket = self._tickets.get(call_id or "")
-        queue = ticket.queue if ticket is not None else agent.queues[0]
-        if answered is not None:  # a conversation ended
+        if answered is not None:  # a conversation ended (its caller may have hung up first)
+            since, queue = answered
             wrap_up = self.queues[queue].wrap_up_s
-            self._history[queue].handled(self._clock() - answered + wrap_up)
+            self._history[queue].handled(self._clock() - since + wrap_up)
             self._wrap_up(agent, wrap_up, "ended")
             if ticket is not None:  # the agent hung up first: the session ends the caller's call
                 self._event(ticket.call_id, "agent_hung_up", agent=agent.id)
