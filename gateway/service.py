@@ -43,7 +43,7 @@ class StartupReport:
     asr_model: str
     nlu_version: str
     interrupted_calls_closed: int
-    interrupted_waits: int  # callers a stop or crash cut off in a voice queue
+    interrupted_waits: int  # of those, callers cut off while waiting in a voice queue
 
 
 def load_classifier(settings: Settings) -> IntentClassifier:

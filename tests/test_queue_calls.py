@@ -151,6 +151,7 @@ def test_a_gateway_crash_with_a_caller_waiting_closes_the_wait_as_interrupted_an
     try:
         record = second.get(f"/v1/calls/{waiting['call_id']}")
         assert record["outcome"] == "interrupted", record["outcome"]
+        assert "left 1 call(s) open, 1 of them waiting in a queue" in second.log_path.read_text()
         (recovery,) = record["messages"]
         assert recovery["purpose"] == "recovery" and recovery["payload"]["context"]["intent"] == "complaint"
         deadline = time.monotonic() + 15

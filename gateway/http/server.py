@@ -32,6 +32,9 @@ async def serve(settings: Settings, *, on_ready: Callable[[Settings], Awaitable[
         f"HTTP on http://{settings.http.host}:{settings.http.port}, ASR {report.asr_model}, NLU {report.nlu_version}",
         flush=True,
     )
+    if report.interrupted_calls_closed or report.interrupted_waits:
+        print(f"puente: the last run left {report.interrupted_calls_closed} call(s) open, {report.interrupted_waits} of them "
+              "waiting in a queue: closed as interrupted, recoveries by policy", flush=True)
     if gateway.whatsapp is not None and gateway.whatsapp.sandbox is not None:
         print(f"puente: WhatsApp sandbox (no credentials configured): {local_base(settings)}/sandbox/chat/<number>", flush=True)
     server = _ApiServer(
