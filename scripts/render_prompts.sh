@@ -5,16 +5,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 py=${PYTHON:-.venv/bin/python}
 "$py" - <<'PY'
-import subprocess, tempfile, yaml
+import subprocess, yaml
 from pathlib import Path
+from gateway.call.announcements import PROMPT_WORDS_PER_MINUTE, speak
 root = Path("gateway/call/prompts")
-voices = {"es": "es-419", "en": "en-us"}
 for lang, prompts in yaml.safe_load((root / "texts.yaml").read_text()).items():
     (root / lang).mkdir(exist_ok=True)
     for name, text in prompts.items():
-        with tempfile.NamedTemporaryFile(suffix=".wav") as raw:
-            subprocess.run(["espeak-ng", "-v", voices[lang], "-s", "165", "-w", raw.name, text], check=True)
-            subprocess.run(["sox", raw.name, "-r", "16000", "-c", "1", "-b", "16", str(root / lang / f"{name}.wav")], check=True)
+        speak(text, lang, root / lang / f"{name}.wav", words_per_minute=PROMPT_WORDS_PER_MINUTE)
         print(f"{lang}/{name}.wav")
     notes = [f"pluck {n}" for n in ("C4", "E4", "G4", "C5", "A3", "C4", "E4", "A4", "F3", "A3", "C4", "F4", "G3", "B3", "D4", "G4")]
     parts = []

@@ -15,6 +15,8 @@ from typing import Literal
 
 #: espeak-ng voices per language, as the bundled prompts were rendered.
 VOICES = {"es": "es-419", "en": "en-us"}
+#: The speaking rate of the bundled prompts (scripts/render_prompts.sh renders them with ``speak``) and of the announcements.
+PROMPT_WORDS_PER_MINUTE = 165
 Announce = Literal["position", "wait", "both"]
 
 
@@ -45,6 +47,24 @@ def announcement_text(language: str, *, position: int | None, wait_s: float | No
     return " ".join(parts) or None
 
 
+def speak(text: str, language: str, out: Path, *, words_per_minute: int | None = None) -> Path:
+    """``text`` spoken by espeak-ng in ``language`` into ``out``, a 16 kHz mono 16-bit WAV (written whole,
+    under a temporary name first, so a concurrent reader never sees half of one)."""
+    voice = VOICES.get(language.split("_")[0])
+    if voice is None:
+        raise AnnouncementError(f"no voice for language {language!r}")
+    rate = ["-s", str(words_per_minute)] if words_per_minute else []
+    partial = out.with_name(out.name + ".part.wav")
+    with tempfile.NamedTemporaryFile(suffix=".wav", dir=out.parent) as raw:
+        try:
+            subprocess.run(["espeak-ng", "-v", voice, *rate, "-w", raw.name, text], check=True, capture_output=True, timeout=10)
+            subprocess.run(["sox", raw.name, "-r", "16000", "-c", "1", "-b", "16", str(partial)],
+                           check=True, capture_output=True, timeout=10)
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise AnnouncementError(f"cannot speak {text!r}: {exc}") from exc
+    return partial.replace(out)
+
+
 class Announcer:
     """Renders announcements into ``directory`` (a temporary one by default); blocking: call it off the event loop."""
 
@@ -53,23 +73,13 @@ class Announcer:
         self.directory = Path(directory or self._tmp.name)
 
     def render(self, language: str, text: str) -> Path:
-        lang = language.split("_")[0]
-        voice = VOICES.get(lang)
-        if voice is None:
+        if language.split("_")[0] not in VOICES:
             raise AnnouncementError(f"no voice for language {language!r}")
-        out = self.directory / lang / f"{hashlib.sha256(text.encode()).hexdigest()[:16]}.wav"
+        out = self.directory / language.split("_")[0] / f"{hashlib.sha256(text.encode()).hexdigest()[:16]}.wav"
         if out.is_file():
             return out
         out.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(suffix=".wav", dir=out.parent) as raw:
-            try:
-                subprocess.run(["espeak-ng", "-v", voice, "-s", "165", "-w", raw.name, text], check=True, capture_output=True, timeout=10)
-                subprocess.run(["sox", raw.name, "-r", "16000", "-c", "1", "-b", "16", str(out) + ".part.wav"],
-                               check=True, capture_output=True, timeout=10)
-            except (OSError, subprocess.SubprocessError) as exc:
-                raise AnnouncementError(f"cannot render the announcement: {exc}") from exc
-        Path(str(out) + ".part.wav").replace(out)  # whole files only: a concurrent reader never sees half of one
-        return out
+        return speak(text, language, out, words_per_minute=PROMPT_WORDS_PER_MINUTE)
 
     def close(self) -> None:
         if self._tmp is not None:

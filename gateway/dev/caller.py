@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import httpx
 
-from gateway.call.announcements import VOICES
+from gateway.call.announcements import speak
 from sip import CallResult, CallScript, SipCaller
 
 RECORD_KEYS = ("call_id", "sip_call_id", "state", "outcome", "language", "transcript", "intent", "confidence", "route", "reason")
@@ -26,10 +26,8 @@ class CallFailed(Exception):
 
 
 def synthesize(text: str, lang: str, out: Path) -> Path:
-    """Speak ``text`` with espeak-ng into a 16 kHz mono WAV."""
-    with tempfile.NamedTemporaryFile(suffix=".wav") as raw:
-        subprocess.run(["espeak-ng", "-v", VOICES[lang], "-w", raw.name, text], check=True, capture_output=True)
-        return to_pcm16(Path(raw.name), out)
+    """Speak ``text`` with espeak-ng (its default rate) into a 16 kHz mono WAV."""
+    return speak(text, lang, out)
 
 
 def place_call(
