@@ -37,6 +37,7 @@ from pydantic_core import PydanticCustomError
 
 from gateway.queue.hours import OpenHours
 from models import EndpointerConfig, TranscriberConfig
+from models.biasing import biasing_prompt
 from nlu import DEFAULT_RASA_TIMEOUT_S, INTENTS
 from nlu import default_cache_dir as default_nlu_cache_dir
 from sip import RegistrarConfig, SipConfig
@@ -148,7 +149,8 @@ class DatabaseSettings(_Section):
 
 class AsrSettings(_Section):
     """Whisper: the fields of :class:`models.transcribe.TranscriberConfig`, same names and defaults,
-    except ``workers`` (its ``num_workers``) and ``languages``, which come from ``lines``."""
+    except ``workers`` (its ``num_workers``) and ``languages``, which come from ``lines``; plus the
+    gateway's own ``max_wait_s`` and ``biasing``."""
 
     model: str = _part_field(
         TranscriberConfig, "model", min_length=1,
@@ -187,6 +189,34 @@ class AsrSettings(_Section):
     min_speech_ms: int = _part_field(
         TranscriberConfig, "min_speech_ms", ge=0, description="Audio given without its speech end and with less voiced audio (per webrtcvad) is not decoded."
     )
+    biasing: BiasingSettings = Field(default_factory=BiasingSettings)
+
+
+# The words callers of a general contact center use for their reasons (nlu/taxonomy.py), per
+# language; a deployment replaces them with its own (a retailer's "pedido, paquete, envío", an
+# insurer's "póliza, siniestro").
+DEFAULT_VOCABULARY: dict[str, list[str]] = {
+    "es": ["pedido", "paquete", "envío", "factura", "recibo", "cobro", "cargo", "reembolso", "cita", "horario",
+           "sucursal", "póliza", "siniestro", "cobertura", "garantía", "tarjeta", "contraseña", "cuenta", "pago",
+           "darme de baja", "reclamo", "asesor"],
+    "en": ["order", "package", "delivery", "invoice", "receipt", "bill", "charge", "refund", "appointment",
+           "opening hours", "branch", "policy", "claim", "coverage", "warranty", "card", "password", "account",
+           "payment", "cancel", "complaint", "agent"],
+}
+
+
+class BiasingSettings(_Section):
+    """Whisper is told the domain's words before it hears the reason for the call (models/biasing.py)."""
+
+    enabled: bool = Field(True, description="Bias the reason question's transcription toward the vocabulary.")
+    vocabulary: dict[str, list[str]] = Field(
+        default_factory=lambda: {k: list(v) for k, v in DEFAULT_VOCABULARY.items()},
+        description="Per language code, the words and short phrases callers use for their reasons.",
+    )
+
+    def prompts(self) -> dict[str, str]:
+        """Language → the text Whisper reads before the audio (none when disabled)."""
+        return {lang: biasing_prompt(words) for lang, words in self.vocabulary.items()} if self.enabled else {}
 
 
 class EndpointingSettings(_Section):
@@ -657,7 +687,7 @@ class Settings(_Section):
 
     def transcriber_config(self) -> TranscriberConfig:
         return TranscriberConfig(
-            **self.asr.model_dump(exclude={"workers", "max_wait_s"}),
+            **self.asr.model_dump(exclude={"workers", "max_wait_s", "biasing"}),
             num_workers=self.asr.workers,  # YAML key kept from before the part's name
             languages=self.languages,  # callers may speak what their lines allow, nothing else
         )

@@ -6,7 +6,7 @@ and gets a ready model from :func:`load_or_train_default` (or asks a Rasa server
 ``nlu.evaluate``, ``nlu.lint`` and ``nlu.augment`` (``puente nlu`` runs them).
 """
 
-from .bundled import bundled_data_paths, default_cache_dir, load_or_train_default
+from .bundled import bundled_asr_paths, bundled_data_paths, default_cache_dir, load_or_train_default
 from .classifier import IntentClassifier, IntentResult, IntentScore
 from .dataset import DatasetError, Example, data_hash, load_examples, read_examples
 from .model import IntentModel, ModelLoadError
@@ -28,6 +28,7 @@ __all__ = [
     "OUT_OF_SCOPE",
     "RasaAnswerError",
     "RasaClassifier",
+    "bundled_asr_paths",
     "bundled_data_paths",
     "data_hash",
     "default_cache_dir",

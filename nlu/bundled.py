@@ -3,6 +3,10 @@
 Training takes a few seconds, so instead of shipping weights (and keeping them in step
 with the data and the featurizer) we ship the data and train once per (data, code)
 version into a cache directory. Later starts only load.
+
+The data is the written examples (``data/<lang>.yml``) and what Whisper made of them on a
+phone line (``data/asr/*.tsv``, written by ``puente nlu augment``; see nlu/README.md), which the
+model learns from too so that "mi penimos" still means an order.
 """
 
 from __future__ import annotations
@@ -13,12 +17,15 @@ import tempfile
 from importlib import resources
 from pathlib import Path
 
-from .dataset import data_hash, load_examples
+from .dataset import Example, data_hash, load_examples, read_examples
 from .model import IntentModel, ModelLoadError
 from .taxonomy import INTENTS
 from .train import CODE_VERSION, save, train
 
-__all__ = ["BUNDLED_LANGUAGES", "bundled_data_paths", "default_cache_dir", "load_or_train_default", "default_model_dir"]
+__all__ = [
+    "BUNDLED_LANGUAGES", "bundled_asr_paths", "bundled_data_paths", "default_cache_dir", "load_or_train_default",
+    "default_model_dir",
+]
 
 BUNDLED_LANGUAGES = ("es", "en")
 
@@ -34,6 +41,18 @@ def bundled_data_paths() -> list[Path]:
     return paths
 
 
+def bundled_asr_paths() -> list[Path]:
+    """The shipped ASR transcripts of the bundled examples (``nlu/data/asr/*.tsv``), sorted."""
+    return sorted(Path(str(resources.files("nlu").joinpath("data", "asr"))).glob("*.tsv"))
+
+
+def _bundled() -> tuple[list[Example], list[Example], str]:
+    """The written examples, their transcripts, and the cache key of the model they train."""
+    examples = load_examples(bundled_data_paths(), taxonomy=INTENTS)
+    augmented = read_examples(bundled_asr_paths()) if bundled_asr_paths() else []
+    return examples, augmented, f"nlu-{data_hash([*examples, *augmented])[:12]}-{CODE_VERSION}"
+
+
 def default_cache_dir() -> Path:
     """``$XDG_CACHE_HOME/puente/nlu`` (``~/.cache/puente/nlu``): where the bundled model is trained once."""
     root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
@@ -42,8 +61,7 @@ def default_cache_dir() -> Path:
 
 def default_model_dir(cache_dir: str | Path) -> Path:
     """Where :func:`load_or_train_default` keeps the model for the current data and code."""
-    examples = load_examples(bundled_data_paths(), taxonomy=INTENTS)
-    return Path(cache_dir) / f"nlu-{data_hash(examples)[:12]}-{CODE_VERSION}"
+    return Path(cache_dir) / _bundled()[2]
 
 
 def load_or_train_default(cache_dir: str | Path, *, seed: int = 0) -> IntentModel:
@@ -54,8 +72,8 @@ def load_or_train_default(cache_dir: str | Path, *, seed: int = 0) -> IntentMode
     loads the winner's. A cached model that no longer loads is replaced.
     """
     cache = Path(cache_dir)
-    examples = load_examples(bundled_data_paths(), taxonomy=INTENTS)
-    target = cache / f"nlu-{data_hash(examples)[:12]}-{CODE_VERSION}"
+    examples, augmented, key = _bundled()
+    target = cache / key
     if target.exists():
         try:
             return IntentModel.load(target)
@@ -66,7 +84,7 @@ def load_or_train_default(cache_dir: str | Path, *, seed: int = 0) -> IntentMode
     cache.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-nlu-", dir=cache))
     try:
-        save(train(examples, seed=seed), tmp)
+        save(train(examples, seed=seed, augmented=augmented), tmp)
         tmp.chmod(0o755)  # mkdtemp makes it owner-only; the model is not secret
         try:
             tmp.rename(target)

@@ -50,6 +50,9 @@ class FeatureConfig:
     # TF-IDF + USE beat either alone on our held-out split, CLINC150 and Banking77.
     embedding: str | None = "use-multilingual-v3"
     embedding_weight: float = 0.5
+    # Fold spelling variants ("polisa", "poliza" → "póliza") to the training data's form before
+    # any feature, the embedding included (nlu/spelling.py). False reads the text as written.
+    spelling: bool = True
 
     def to_dict(self) -> dict[str, object]:
         d = asdict(self)

@@ -3,8 +3,10 @@
 A model directory holds plain data, never pickles, so loading one cannot run code:
 
 * ``weights.npz``  – ``vocabulary`` (unicode array), ``idf``, ``coef`` (labels x TF-IDF
-  features), ``intercept`` (labels) and, for a model with a sentence embedding,
-  ``embedding_coef`` (labels x embedding dim); loaded with ``allow_pickle=False``;
+  features), ``intercept`` (labels); for a model with a sentence embedding,
+  ``embedding_coef`` (labels x embedding dim); for one that folds spelling variants,
+  ``lexicon_keys`` and ``lexicon_forms`` (:class:`nlu.spelling.Lexicon`); loaded with
+  ``allow_pickle=False``;
 * ``labels.json``  – the label names, in ``coef`` row order;
 * ``metadata.json`` – format version, provenance (data hash, code version, seed,
   created_at), feature settings, out-of-scope threshold, held-out metrics.
@@ -25,6 +27,7 @@ from . import text as textnorm
 from .classifier import RANKING_SIZE, IntentResult, IntentScore
 from .embeddings import EmbeddingUnavailable, SentenceEncoder, get_encoder
 from .features import FeatureConfig, Featurizer
+from .spelling import Lexicon
 from .taxonomy import OUT_OF_SCOPE
 
 __all__ = ["FORMAT_VERSION", "IntentModel", "ModelLoadError", "WEIGHTS_FILE", "LABELS_FILE", "METADATA_FILE"]
@@ -32,7 +35,8 @@ __all__ = ["FORMAT_VERSION", "IntentModel", "ModelLoadError", "WEIGHTS_FILE", "L
 # Bump when the directory layout or the meaning of a stored array changes. A model
 # with another format version is refused rather than silently misread.
 # 2: optional sentence-embedding block (``embedding_coef``, ``features.embedding``).
-FORMAT_VERSION = 2
+# 3: optional spelling lexicon (``lexicon_keys``/``lexicon_forms``, ``features.spelling``).
+FORMAT_VERSION = 3
 WEIGHTS_FILE = "weights.npz"
 LABELS_FILE = "labels.json"
 METADATA_FILE = "metadata.json"
@@ -67,6 +71,7 @@ class IntentModel:
         metadata: Mapping[str, Any] | None = None,
         embedding_coef: np.ndarray | None = None,
         encoder: SentenceEncoder | None = None,
+        lexicon: Lexicon | None = None,
     ):
         coef = np.asarray(coef, dtype=np.float64)
         intercept = np.asarray(intercept, dtype=np.float64)
@@ -101,13 +106,16 @@ class IntentModel:
             self._embedding_proj = np.ascontiguousarray(embedding_coef.T * config.embedding_weight)
         elif embedding_coef is not None:
             raise ValueError("embedding_coef given but the feature settings name no embedding")
+        if config.spelling != (lexicon is not None):
+            raise ValueError("a spelling lexicon is needed exactly when the feature settings fold spelling")
+        self.lexicon = lexicon
 
     def with_threshold(self, threshold: float) -> IntentModel:
         """The same model with another out-of-scope threshold (weights shared, not copied)."""
         metadata = {**self._metadata, "threshold": float(threshold)}
         return IntentModel(
             self.labels, self.featurizer, self.coef, self.intercept, threshold, metadata,
-            embedding_coef=self.embedding_coef, encoder=self._encoder,
+            embedding_coef=self.embedding_coef, encoder=self._encoder, lexicon=self.lexicon,
         )
 
     # --- identity ------------------------------------------------------------------
@@ -127,6 +135,7 @@ class IntentModel:
 
     def probabilities(self, text: str) -> np.ndarray:
         """Softmax over ``labels`` for one text (no out-of-scope rules applied)."""
+        text = self.reading(text)
         idx, values = self.featurizer.vector(text)
         logits = self.intercept + values @ self._coef_by_feature[idx]
         if self._encoder is not None:
@@ -142,6 +151,7 @@ class IntentModel:
         """
         if not texts:
             return np.zeros((0, len(self.labels)))
+        texts = [self.reading(t) for t in texts]
         logits = np.vstack(
             [self.intercept + v @ self._coef_by_feature[i] for i, v in map(self.featurizer.vector, texts)]
         )
@@ -150,6 +160,10 @@ class IntentModel:
         logits -= logits.max(axis=1, keepdims=True)
         exp = np.exp(logits)
         return exp / exp.sum(axis=1, keepdims=True)
+
+    def reading(self, text: str) -> str:
+        """The text as the features see it: spelling variants folded (:class:`nlu.spelling.Lexicon`)."""
+        return text if self.lexicon is None else self.lexicon.canonical(text)
 
     def parse(self, text: str) -> IntentResult:
         if not textnorm.has_content(text):
@@ -210,7 +224,7 @@ class IntentModel:
         ):
             raise ModelLoadError(path, f"{LABELS_FILE} must be a list of at least two distinct label names")
 
-        arrays = _read_weights(path, embedding=config.embedding is not None)
+        arrays = _read_weights(path, embedding=config.embedding is not None, spelling=config.spelling)
         vocabulary, idf, coef, intercept = (arrays[k] for k in _ARRAYS)
         if vocabulary.ndim != 1 or vocabulary.dtype.kind != "U":
             raise ModelLoadError(path, "vocabulary must be a 1-D unicode array")
@@ -231,9 +245,10 @@ class IntentModel:
                 raise ModelLoadError(path, f"{name} must hold finite floats")
         try:
             featurizer = Featurizer(config, vocabulary.tolist(), idf)
+            lexicon = Lexicon.from_arrays(arrays["lexicon_keys"], arrays["lexicon_forms"]) if config.spelling else None
             return cls(
                 labels, featurizer, coef, intercept, float(threshold), metadata,
-                embedding_coef=arrays.get("embedding_coef"), encoder=encoder,
+                embedding_coef=arrays.get("embedding_coef"), encoder=encoder, lexicon=lexicon,
             )
         except ValueError as exc:
             raise ModelLoadError(path, str(exc)) from exc
@@ -246,8 +261,8 @@ def _read_json(path: Path, name: str) -> Any:
         raise ModelLoadError(path, f"{name} is unreadable or not JSON: {exc}") from exc
 
 
-def _read_weights(path: Path, *, embedding: bool) -> dict[str, np.ndarray]:
-    names = (*_ARRAYS, "embedding_coef") if embedding else _ARRAYS
+def _read_weights(path: Path, *, embedding: bool, spelling: bool) -> dict[str, np.ndarray]:
+    names = (*_ARRAYS, *(("embedding_coef",) if embedding else ()), *(("lexicon_keys", "lexicon_forms") if spelling else ()))
     try:
         with np.load(path / WEIGHTS_FILE, allow_pickle=False) as npz:
             missing = [k for k in names if k not in npz.files]

@@ -35,13 +35,14 @@ from .embeddings import SentenceEncoder, get_encoder
 from .embeddings import package_version as embedding_package_version
 from .features import FeatureConfig, Featurizer
 from .model import FORMAT_VERSION, LABELS_FILE, METADATA_FILE, WEIGHTS_FILE, IntentModel
+from .spelling import Lexicon
 from .taxonomy import OUT_OF_SCOPE
 
 __all__ = ["CODE_VERSION", "TrainedModel", "train", "save"]
 
 # Bump when featurisation or training changes in a way that changes the model for the
 # same data: cached bundled models are keyed by (data hash, CODE_VERSION).
-CODE_VERSION = "2"
+CODE_VERSION = "3"
 DEFAULT_C = 30.0
 # The threshold is the highest one whose held-out macro-F1 stays within this margin of
 # the best: held-out in-scope data alone always favours a threshold near 0, while real
@@ -59,6 +60,7 @@ class TrainedModel:
     threshold: float
     metadata: dict[str, Any] = field(default_factory=dict)
     embedding_coef: np.ndarray | None = None
+    lexicon: Lexicon | None = None
 
     @property
     def metrics(self) -> dict[str, Any]:
@@ -68,7 +70,7 @@ class TrainedModel:
         """The runtime model for these weights, without a round trip through disk."""
         return IntentModel(
             self.labels, self.featurizer, self.coef, self.intercept, self.threshold, self.metadata,
-            embedding_coef=self.embedding_coef,
+            embedding_coef=self.embedding_coef, lexicon=self.lexicon,
         )
 
 
@@ -81,6 +83,7 @@ def train(
     C: float = DEFAULT_C,
     threshold: float | None = None,
     validation: Sequence[Example] | None = None,
+    augmented: Sequence[Example] = (),
     progress: Callable[[str], None] | None = None,
 ) -> TrainedModel:
     """Train an intent model. ``holdout=0`` skips evaluation (then ``threshold`` defaults to 0).
@@ -88,6 +91,11 @@ def train(
     ``threshold`` overrides the tuned out-of-scope threshold. With ``validation`` examples
     (e.g. CLINC150's ``val`` + ``oos_val``) the model is trained once on all ``examples``
     and the threshold and metrics come from ``validation``; ``holdout`` is then ignored.
+    ``augmented`` are ASR transcripts of (some of) the examples (``puente nlu augment``): the
+    final model learns from them too, so it knows what the phone line makes of the words, but
+    the held-out measurement does not, because a transcript of a held-out text would leak it
+    (measure them with ASR data of texts kept out of training: benchmarks/nlu.py does). A
+    transcript that reads like a written example is dropped: the written label wins.
     ``progress`` receives one line per step (the CLI prints them).
     """
     started = time.perf_counter()
@@ -101,14 +109,23 @@ def train(
         raise DatasetError("training needs at least two intents")
     y = np.array([labels.index(i) for i in intents], dtype=np.int64)
     say(f"{len(texts)} examples, {len(labels)} intents")
+    # One lexicon from all the written examples (the held-out measurement shares it: it only says
+    # how a word is spelled, never which intent it belongs to).
+    lexicon = Lexicon.from_texts(texts) if config.spelling else None
+    readings = texts if lexicon is None else [lexicon.canonical(t) for t in texts]
 
     encoder = None
     embeddings = None
     if config.embedding is not None:
         encoder = get_encoder(config.embedding)
         t0 = time.perf_counter()
-        embeddings = encoder.encode_many(texts)
+        embeddings = encoder.encode_many(readings)
         say(f"embedded {len(texts)} texts with {config.embedding} in {time.perf_counter() - t0:.1f} s")
+
+    a_readings, a_y, a_embeddings = _augmentation(augmented, texts, labels, lexicon, encoder)
+    if augmented:
+        say(f"{len(a_readings)} ASR transcripts mixed into the final fit ({len(augmented) - len(a_readings)} dropped: "
+            "duplicates or the same words as a written example)")
 
     metrics: dict[str, Any] = {}
     tuned = 0.0
@@ -140,8 +157,8 @@ def train(
         train_idx, test_idx = np.sort(train_idx), np.sort(test_idx)
         say(f"fitting on {len(train_idx)} examples to measure {len(test_idx)} held-out ones")
         held_out = _fit_model(
-            [texts[i] for i in train_idx], y[train_idx], None if embeddings is None else embeddings[train_idx],
-            labels, config, C, seed, encoder,
+            [readings[i] for i in train_idx], y[train_idx], None if embeddings is None else embeddings[train_idx],
+            labels, config, C, seed, encoder, lexicon,
         )
         probs = held_out.probabilities_many([texts[i] for i in test_idx])
         tuned, curve = _tune_threshold(probs, y[test_idx], labels)
@@ -151,7 +168,11 @@ def train(
         say(f"held-out accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, threshold {tuned:.2f}")
 
     say(f"fitting the final model on all {len(texts)} examples")
-    final = _fit_model(texts, y, embeddings, labels, config, C, seed, encoder)
+    final = _fit_model(
+        [*readings, *a_readings], np.concatenate([y, a_y]),
+        None if embeddings is None else np.vstack([embeddings, a_embeddings]),
+        labels, config, C, seed, encoder, lexicon,
+    )
     if validation is not None:
         v_y = np.array([labels.index(i) for i in v_intents], dtype=np.int64)
         probs = final.probabilities_many(v_texts)
@@ -170,6 +191,7 @@ def train(
         "seed": seed,
         "holdout": 0.0 if validation is not None else holdout,
         "validation_data_hash": None if validation is None else data_hash(validation),
+        "augmented": {"n": len(a_readings), "data_hash": data_hash(augmented)} if augmented else None,
         "classifier": {"type": "logistic_regression", "C": C},
         "features": config.to_dict(),
         "embedding_package": None if encoder is None else {
@@ -184,12 +206,31 @@ def train(
     say(f"trained in {metadata['training_seconds']:.1f} s")
     return TrainedModel(
         labels, final.featurizer, final.coef, final.intercept, final_threshold, metadata,
-        embedding_coef=final.embedding_coef,
+        embedding_coef=final.embedding_coef, lexicon=lexicon,
     )
 
 
+def _augmentation(
+    augmented: Sequence[Example], texts: Sequence[str], labels: tuple[str, ...],
+    lexicon: Lexicon | None, encoder: SentenceEncoder | None,
+) -> tuple[list[str], np.ndarray, np.ndarray | None]:
+    """The transcripts to fit on: readings, label indices and embeddings (None without an encoder)."""
+    written = {textnorm.normalize(t) for t in texts}
+    a_texts, a_intents, _ = _prepare(augmented)
+    unknown = sorted(set(a_intents) - set(labels))
+    if unknown:
+        e = next(e for e in augmented if e.intent in unknown)
+        raise DatasetError(f"ASR data intent {e.intent!r} is not in the training data", e.source, e.line)
+    keep = [i for i, t in enumerate(a_texts) if textnorm.normalize(t) not in written]
+    readings = [a_texts[i] if lexicon is None else lexicon.canonical(a_texts[i]) for i in keep]
+    y = np.array([labels.index(a_intents[i]) for i in keep], dtype=np.int64)
+    if encoder is None:
+        return readings, y, None
+    return readings, y, encoder.encode_many(readings) if readings else np.zeros((0, encoder.dim))
+
+
 def _fit_model(
-    texts: Sequence[str],
+    readings: Sequence[str],
     y: np.ndarray,
     embeddings: np.ndarray | None,
     labels: tuple[str, ...],
@@ -197,9 +238,11 @@ def _fit_model(
     C: float,
     seed: int,
     encoder: SentenceEncoder | None,
+    lexicon: Lexicon | None,
 ) -> IntentModel:
-    featurizer = Featurizer.fit(texts, config)
-    X = featurizer.transform(texts)
+    """Fit on texts already read through ``lexicon`` (the returned model reads raw text itself)."""
+    featurizer = Featurizer.fit(readings, config)
+    X = featurizer.transform(readings)
     if embeddings is not None:
         from scipy import sparse
 
@@ -208,7 +251,7 @@ def _fit_model(
     n = featurizer.n_features
     return IntentModel(
         labels, featurizer, coef[:, :n], intercept, 0.0,
-        embedding_coef=None if embeddings is None else coef[:, n:], encoder=encoder,
+        embedding_coef=None if embeddings is None else coef[:, n:], encoder=encoder, lexicon=lexicon,
     )
 
 
@@ -228,6 +271,7 @@ def save(model: TrainedModel, directory: str | PathLike[str]) -> Path:
             coef=model.coef,
             intercept=model.intercept,
             **({} if model.embedding_coef is None else {"embedding_coef": model.embedding_coef}),
+            **({} if model.lexicon is None else model.lexicon.to_arrays()),
         )
         fh.flush()
         os.fsync(fh.fileno())
@@ -266,7 +310,11 @@ def _fit(X, y: np.ndarray, n_labels: int, C: float, seed: int) -> tuple[np.ndarr
     # fixed thread count keeps the floating-point result identical across machines' cores.
     with threadpool_limits(limits=1):
         clf.fit(X, y)
-    return np.asarray(clf.coef_, dtype=np.float64), np.asarray(clf.intercept_, dtype=np.float64)
+    coef, intercept = np.asarray(clf.coef_, dtype=np.float64), np.asarray(clf.intercept_, dtype=np.float64)
+    if n_labels == 2:
+        # Two classes: scikit-learn fits one logit (class 1 vs 0); as two softmax rows it is ±half of it.
+        coef, intercept = np.vstack([-coef / 2, coef / 2]), np.concatenate([-intercept / 2, intercept / 2])
+    return coef, intercept
 
 
 def _apply_threshold(probs: np.ndarray, labels: Sequence[str], threshold: float) -> np.ndarray:

@@ -232,3 +232,62 @@ def test_tiny_en_transcribes_english_and_refuses_other_languages(tmp_path_factor
     with pytest.raises(ValueError, match="English-only"):
         tiny.transcribe(jfk, language="es")
     assert tiny.supported_languages == {"en"}
+
+
+# --- biasing toward the domain's words ---------------------------------------------------------
+
+DOMAIN = {
+    "es": "pedido, paquete, envío, factura, recibo, cobro, cargo, cita, póliza, siniestro, tarjeta, cuenta, pago.",
+    "en": "order, package, delivery, invoice, receipt, bill, charge, appointment, policy, claim, card, account.",
+}
+
+
+@pytest.mark.parametrize("language", ["es", "en"])
+def test_a_biased_transcriber_still_gives_no_text_for_silence(transcriber, language):
+    silence = np.zeros(2 * SAMPLE_RATE, np.float32)
+    gated = transcriber.transcribe(silence, language=language, prompt=DOMAIN)
+    assert (gated.text, gated.dropped) == ("", "no_speech_detected")
+    # Without the speech gate (a caller-given speech end), Whisper reads the prompt and then hears
+    # nothing: it must not answer with the prompt's words.
+    forced = transcriber.transcribe(silence, language=language, prompt=DOMAIN, speech_end_s=2.0)
+    assert forced.text == "" and forced.dropped is not None, forced
+
+
+@pytest.mark.parametrize("level", [0.003, 0.03, 0.1])
+@pytest.mark.parametrize("colour", ["white", "pink"])
+@pytest.mark.parametrize("language", ["es", "en"])
+def test_a_biased_transcriber_still_gives_no_text_for_noise(transcriber, colour, level, language):
+    rng = np.random.default_rng(11)
+    noise = rng.standard_normal(3 * SAMPLE_RATE).astype(np.float32) if colour == "white" else pink_noise(3, rng)
+    t = transcriber.transcribe(np.clip(noise * level, -1, 1), language=language, prompt=DOMAIN)
+    assert t.text == "" and t.dropped is not None, t
+
+
+@pytest.mark.parametrize(("language", "name", "words"), [
+    ("es", "vm-reachoper", ("operadora",)), ("en", "vm-reachoper", ("operator",)),
+    ("en", "vm-nobodyavail", ("available",)),
+])
+def test_biasing_keeps_real_speech_that_is_not_in_the_vocabulary(transcriber, language, name, words):
+    t = transcriber.transcribe(asterisk(language, name), language=language, prompt=DOMAIN)
+    assert has_words(t.text, *words), t
+
+
+def test_a_prompt_for_another_language_is_not_used(transcriber, jfk):
+    plain = transcriber.transcribe(jfk, language="en")
+    other = transcriber.transcribe(jfk, language="en", prompt={"es": DOMAIN["es"]})
+    assert other.text == plain.text
+
+
+@pytest.mark.parametrize(("text", "echo"), [
+    ("Pedido, paquete, envío.", True),
+    ("factura recibo cobro cargo", True),
+    ("Order, package.", True),
+    ("Factura.", False),  # one vocabulary word alone is an answer
+    ("dónde está mi pedido", False),
+    ("pedido y paquete", False),
+    ("", False),
+])
+def test_an_echo_of_the_prompt_is_two_or_more_of_its_items_and_nothing_else(text, echo):
+    from models.biasing import echoes
+
+    assert echoes(text, DOMAIN["es"] + " " + DOMAIN["en"]) is echo

@@ -9,6 +9,7 @@ import pytest
 
 from gateway.cli.nlu import add_nlu_commands, main
 from nlu import IntentModel
+from nlu.model import FORMAT_VERSION
 
 ES = {
     "payment": ["quiero pagar mi factura", "como pago el recibo", "me pasan el link de pago", "donde puedo pagar",
@@ -59,7 +60,7 @@ def test_the_group_registers_on_puentes_parser():
 def test_train_writes_a_versioned_model_and_prints_a_summary(data, trained, tmp_path, capsys):
     assert sorted(p.name for p in trained.iterdir()) == ["labels.json", "metadata.json", "weights.npz"]
     md = json.loads((trained / "metadata.json").read_text())
-    assert md["format_version"] == 2 and md["features"]["embedding"] == "use-multilingual-v3"
+    assert md["format_version"] == FORMAT_VERSION and md["features"]["embedding"] == "use-multilingual-v3"
     assert {"data_hash", "created_at", "code_version", "metrics", "threshold"} <= set(md)
     assert md["metrics"]["n_holdout"] == 12
 

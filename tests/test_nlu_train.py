@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from nlu import INTENTS, IntentModel, bundled_data_paths, load_examples
+from nlu.model import FORMAT_VERSION
 from nlu.text import normalize
 from nlu.train import save, train
 
@@ -123,7 +124,7 @@ def test_threshold_is_tuned_on_held_out_data(trained):
 
 def test_metadata_records_provenance(trained, examples):
     md = trained.metadata
-    assert md["format_version"] == 2 and md["seed"] == 0 and md["code_version"]
+    assert md["format_version"] == FORMAT_VERSION and md["seed"] == 0 and md["code_version"]
     assert len(md["data_hash"]) == 64
     assert md["n_examples"]["payment"]["es"] >= 40
     assert md["training_seconds"] < 30

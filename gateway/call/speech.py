@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -40,8 +40,9 @@ class SpeechPipeline:
     """
 
     def __init__(self, transcriber: Transcriber, classifier: IntentClassifier, *, workers: int = 1,
-                 max_wait_s: float | None = None) -> None:
+                 max_wait_s: float | None = None, prompts: Mapping[str, str] | None = None) -> None:
         self.transcriber = transcriber
+        self.prompts = dict(prompts or {})  # language → biasing prompt for the call's reason
         self.classifier = classifier
         self.answers = AnswerRecognizer(transcriber)  # shares the transcriber's model
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="puente-asr")
@@ -71,13 +72,16 @@ class SpeechPipeline:
         return self.classifier.version
 
     async def transcribe(self, pcm: bytes, languages: Sequence[str]) -> Transcript:
-        """The utterance goes through the transcriber's own speech gate, a fresh webrtcvad: the call's
+        """The caller's reason, biased toward the deployment's vocabulary (``prompts``).
+
+        The utterance goes through the transcriber's own speech gate, a fresh webrtcvad: the call's
         VAD adapts to the line and lets steady noise start an utterance, which Whisper would put into
         words (tests/test_call_flow.py::test_noise_produces_no_transcript_text)."""
         languages = list(languages)
         forced = languages[0] if len(languages) == 1 else None
         return await self._run(
-            lambda: self.transcriber.transcribe(pcm, language=forced, languages=None if forced else languages)
+            lambda: self.transcriber.transcribe(
+                pcm, language=forced, languages=None if forced else languages, prompt=self.prompts or None)
         )
 
     async def recognize_yes_no(self, pcm: bytes, language: str) -> AnswerResult:

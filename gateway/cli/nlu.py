@@ -17,6 +17,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from nlu import (
@@ -42,10 +43,14 @@ def add_nlu_commands(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     train.add_argument("--out", type=Path, required=True, metavar="DIR", help="model directory to write")
     train.add_argument("--val", nargs="+", type=Path, metavar="PATH",
                        help="validation files: tune the out-of-scope threshold and measure on these instead of a held-out split")
+    train.add_argument("--asr-data", nargs="+", type=Path, default=[], metavar="PATH",
+                       help="ASR transcripts of the training texts (puente nlu augment): the final model learns from them too")
     train.add_argument("--seed", type=int, default=0, help="chooses the held-out split (default %(default)s)")
     train.add_argument("--holdout", type=float, default=0.2, help="held-out fraction (default %(default)s; 0 = none)")
     train.add_argument("--threshold", type=float, help="fix the out-of-scope threshold instead of tuning it")
     train.add_argument("--tfidf-only", action="store_true", help="no sentence embedding (faster to train, less accurate)")
+    train.add_argument("--as-written", action="store_true",
+                       help="read texts as written: no folding of spelling variants such as polisa/póliza (for comparison)")
     train.add_argument("--taxonomy", action="store_true", help="refuse intents outside Puente's taxonomy")
     train.set_defaults(run=_cmd_train)
 
@@ -110,10 +115,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     try:
         examples = load_examples(args.data, taxonomy=INTENTS if args.taxonomy else None)
         validation = load_examples(args.val) if args.val else None
-        _progress(f"read {len(examples)} examples from {len(args.data)} file(s)")
-        features = FeatureConfig(embedding=None) if args.tfidf_only else FeatureConfig()
+        augmented = read_examples(args.asr_data) if args.asr_data else []
+        _progress(f"read {len(examples)} examples from {len(args.data)} file(s)"
+                  + (f", {len(augmented)} ASR transcripts" if augmented else ""))
+        features = FeatureConfig(spelling=not args.as_written)
+        if args.tfidf_only:
+            features = replace(features, embedding=None)
         model = train(examples, seed=args.seed, holdout=args.holdout, features=features,
-                      threshold=args.threshold, validation=validation, progress=_progress)
+                      threshold=args.threshold, validation=validation, augmented=augmented, progress=_progress)
     except DatasetError as exc:
         _err(str(exc))
         return 1
