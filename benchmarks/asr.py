@@ -9,6 +9,12 @@ official transcripts, chosen deterministically) plus JFK. For each model:
 * ``30s``: :meth:`Transcriber.transcribe_full_window`, faster-whisper's own decoding on the
   same model (every input padded to 30 s), greedy, language forced, no conditioning on
   previous text: the baseline.
+* ``bias``: the short window with the gateway's default biasing prompt (``asr.biasing``): the
+  clips are general speech, not the contact center's, so WER must not rise beyond noise.
+* ``nbest3`` / ``bias+nbest3``: three hypotheses from a beam of three (``asr.alternatives``):
+  the time it costs (the WER is the best hypothesis's).
+
+A last table counts the words biasing makes Whisper invent over silence and noise (must be 0).
 
 Both are given the reference language (so WER compares decoding, not detection); the short
 path is also run undirected to report how often it picks the right language. Prints a
@@ -34,6 +40,7 @@ from models.audio import load_audio  # noqa: E402
 from models.corpora import JFK_FLAC, JFK_TEXT, Clip, asterisk_clips, select_clips  # noqa: E402
 from models.evaluation import word_error_rate  # noqa: E402
 from models.transcribe import Transcriber, TranscriberConfig, default_cache_dir  # noqa: E402
+from gateway.config import Settings  # noqa: E402
 
 RESULTS = REPO_ROOT / "benchmarks" / "results" / "asr.json"
 
@@ -49,16 +56,39 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-def run_short(transcriber: Transcriber, audio: list[np.ndarray], clips: list[Clip]) -> dict:
+def run_short(transcriber: Transcriber, audio: list[np.ndarray], clips: list[Clip], prompt=None,
+              detect: bool = True) -> dict:
     hyps, latencies, dropped = [], [], 0
     for a, c in zip(audio, clips):
-        t = transcriber.transcribe(a, language=c.language)
+        t = transcriber.transcribe(a, language=c.language, prompt=prompt)
         hyps.append(t.text)
         latencies.append(t.elapsed_s)
         dropped += t.dropped is not None
-    detected = [transcriber.transcribe(a).language == c.language for a, c in zip(audio, clips)]
-    return {"hyps": hyps, "latencies": latencies, "dropped": dropped,
-            "language_accuracy": sum(detected) / len(detected) if transcriber.multilingual else None}
+    accuracy = None
+    if detect and transcriber.multilingual:
+        detected = [transcriber.transcribe(a, prompt=prompt).language == c.language for a, c in zip(audio, clips)]
+        accuracy = sum(detected) / len(detected)
+    return {"hyps": hyps, "latencies": latencies, "dropped": dropped, "language_accuracy": accuracy}
+
+
+def invented_words(transcriber: Transcriber, prompt) -> dict:
+    """Words transcribed from 2 s of silence and of white/pink noise at three levels, per language,
+    through the speech gate and without it (a given speech end): anything but 0 is a hallucination."""
+    rng = np.random.default_rng(11)
+    signals = {"silence": np.zeros(2 * 16000, np.float32)}
+    for level in (0.003, 0.03, 0.1):
+        signals[f"white {level}"] = np.clip(rng.standard_normal(2 * 16000) * level, -1, 1).astype(np.float32)
+        pink = np.fft.irfft(np.fft.rfft(rng.standard_normal(2 * 16000)) / np.sqrt(np.maximum(np.arange(16001), 1)), 2 * 16000)
+        signals[f"pink {level}"] = np.clip(pink / np.std(pink) * level, -1, 1).astype(np.float32)
+    words, texts = 0, []
+    for name, signal in signals.items():
+        for language in ("es", "en"):
+            for speech_end_s in (None, 2.0):
+                text = transcriber.transcribe(signal, language=language, prompt=prompt, speech_end_s=speech_end_s).text
+                words += len(text.split())
+                if text:
+                    texts.append(f"{name}/{language}/{'forced' if speech_end_s else 'gated'}: {text}")
+    return {"signals": len(signals) * 4, "words": words, "texts": texts}
 
 
 def run_30s(transcriber: Transcriber, audio: list[np.ndarray], clips: list[Clip]) -> dict:
@@ -99,32 +129,48 @@ def main() -> None:
     if not clips:
         sys.exit("no benchmark audio: install asterisk-core-sounds-{en,es}-wav and -{en,es}, or mount ../shared/data")
     audio = [load_audio(c.path) for c in clips]
-    rows, details = [], {}
+    prompts = Settings().asr.biasing.prompts()
+    rows, details, invented = [], {}, {}
     for model in ("base", "tiny.en"):
         model_clips = [c for c in clips if model == "base" or c.language == "en"]
         model_audio = [a for a, c in zip(audio, clips) if c in model_clips]
         transcriber = Transcriber(TranscriberConfig(model=model, cache_dir=args.cache_dir))
+        nbest = Transcriber(TranscriberConfig(model=model, cache_dir=args.cache_dir, alternatives=3))
         transcriber.transcribe(model_audio[0])  # warm-up: first call allocates
-        for mode, runner in (("short", run_short), ("30s", run_30s)):
-            result = runner(transcriber, model_audio, model_clips)
+        nbest.transcribe(model_audio[0])
+        modes = {
+            "short": lambda: run_short(transcriber, model_audio, model_clips),
+            "bias": lambda: run_short(transcriber, model_audio, model_clips, prompts),
+            "nbest3": lambda: run_short(nbest, model_audio, model_clips, detect=False),
+            "bias+nbest3": lambda: run_short(nbest, model_audio, model_clips, prompts, detect=False),
+            "30s": lambda: run_30s(transcriber, model_audio, model_clips),
+        }
+        for mode, runner in modes.items():
+            result = runner()
             rows += summarise(model, mode, result, model_clips)
             details[f"{model}/{mode}"] = [
                 {"clip": c.name, "language": c.language, "reference": c.text, "hypothesis": h, "latency_s": round(t, 3)}
                 for c, h, t in zip(model_clips, result["hyps"], result["latencies"])]
-        del transcriber
+        if transcriber.multilingual:
+            invented = {"off": invented_words(transcriber, None), "bias": invented_words(transcriber, prompts)}
+        del transcriber, nbest
 
     machine = {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor(),
                "python": platform.python_version()}
     header = f"{'model':8} {'mode':6} {'lang':4} {'n':>3} {'WER':>6} {'med s':>6} {'p95 s':>6} {'RTF':>6} {'drop':>4} {'lang acc':>8}"
-    print(f"ASR benchmark on {machine['cpus']} CPU core(s), {machine['platform']}; int8, greedy, language given")
+    print(f"ASR benchmark on {machine['cpus']} CPU core(s), {machine['platform']}; int8, greedy (nbest3: beam 3), language given")
     print(header)
     print("-" * len(header))
     for r in rows:
         acc = "" if r["language_accuracy"] is None else f"{r['language_accuracy']:.2f}"
         print(f"{r['model']:8} {r['mode']:6} {r['language']:4} {r['clips']:3d} {r['wer']:6.3f} "
               f"{r['latency_median_s']:6.3f} {r['latency_p95_s']:6.3f} {r['rtf']:6.3f} {r['dropped']:4d} {acc:>8}")
+    for name, result in invented.items():
+        print(f"invented over silence/noise, biasing {name}: {result['words']} word(s) in {result['signals']} signals"
+              + "".join(f"\n    {t}" for t in result["texts"]))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"machine": machine, "rows": rows, "details": details}, indent=2, ensure_ascii=False))
+    RESULTS.write_text(json.dumps({"machine": machine, "prompts": prompts, "rows": rows, "invented": invented,
+                                   "details": details}, indent=2, ensure_ascii=False))
     print(f"wrote {RESULTS.relative_to(REPO_ROOT)}")
 
 

@@ -147,51 +147,6 @@ class DatabaseSettings(_Section):
     url: str = Field("sqlite:///var/puente.db", description="SQLAlchemy URL; relative SQLite paths are relative to the working directory.")
 
 
-class AsrSettings(_Section):
-    """Whisper: the fields of :class:`models.transcribe.TranscriberConfig`, same names and defaults,
-    except ``workers`` (its ``num_workers``) and ``languages``, which come from ``lines``; plus the
-    gateway's own ``max_wait_s`` and ``biasing``."""
-
-    model: str = _part_field(
-        TranscriberConfig, "model", min_length=1,
-        description='"base" (bundled multilingual), "tiny.en", or a CTranslate2 Whisper directory.',
-    )
-    cache_dir: ExpandedPath = _part_field(
-        TranscriberConfig, "cache_dir", description="Where the bundled model is assembled once ($XDG_CACHE_HOME/puente/models)."
-    )
-    device: str = _part_field(TranscriberConfig, "device", description='"cpu" or "cuda".')
-    compute_type: str = _part_field(TranscriberConfig, "compute_type", description="CTranslate2 quantisation; int8 is fastest on CPU.")
-    cpu_threads: int = _part_field(TranscriberConfig, "cpu_threads", ge=0, description="Threads per worker; 0: the cores divided among the workers.")
-    # The YAML key predates the part's name for it (num_workers); transcriber_config maps it.
-    workers: int = _part_field(TranscriberConfig, "num_workers", ge=1, description="Utterances transcribed at once (one shared model).")
-    # The gateway's, not the transcriber's: how long a caller may wait for Whisper behind others.
-    max_wait_s: float | None = Field(
-        3.0, ge=0,
-        description="An utterance that would wait longer than this for a free worker (at the recent time per utterance) "
-        "is not queued: its call takes the voice route at once. null: no bound.",
-    )
-    beam_size: int = _part_field(TranscriberConfig, "beam_size", ge=1, description="1 (greedy) is ~2x cheaper than 5, as accurate on short utterances.")
-    window_padding_s: float = _part_field(
-        TranscriberConfig, "window_padding_s", ge=0, description="Silence appended after the utterance before encoding."
-    )
-    no_speech_threshold: float = _part_field(
-        TranscriberConfig, "no_speech_threshold", ge=0, le=1,
-        description="Text is dropped when the no-speech probability is above this and the average log-probability below logprob_threshold.",
-    )
-    logprob_threshold: float = _part_field(TranscriberConfig, "logprob_threshold", le=0, description="See no_speech_threshold.")
-    min_avg_logprob: float = _part_field(
-        TranscriberConfig, "min_avg_logprob", le=0, description="Text is dropped below this average log-probability, whatever the no-speech probability."
-    )
-    max_tokens_per_second: float = _part_field(
-        TranscriberConfig, "max_tokens_per_second", gt=0, description="Generated tokens per second of audio, at most (stops runaway repetition)."
-    )
-    max_tokens_base: int = _part_field(TranscriberConfig, "max_tokens_base", ge=0, description="Tokens allowed on top of max_tokens_per_second.")
-    min_speech_ms: int = _part_field(
-        TranscriberConfig, "min_speech_ms", ge=0, description="Audio given without its speech end and with less voiced audio (per webrtcvad) is not decoded."
-    )
-    biasing: BiasingSettings = Field(default_factory=BiasingSettings)
-
-
 # The words callers of a general contact center use for their reasons (nlu/taxonomy.py), per
 # language; a deployment replaces them with its own (a retailer's "pedido, paquete, envío", an
 # insurer's "póliza, siniestro").
@@ -217,6 +172,55 @@ class BiasingSettings(_Section):
     def prompts(self) -> dict[str, str]:
         """Language → the text Whisper reads before the audio (none when disabled)."""
         return {lang: biasing_prompt(words) for lang, words in self.vocabulary.items()} if self.enabled else {}
+
+
+class AsrSettings(_Section):
+    """Whisper: the fields of :class:`models.transcribe.TranscriberConfig`, same names and defaults,
+    except ``workers`` (its ``num_workers``) and ``languages``, which come from ``lines``; plus the
+    gateway's own ``max_wait_s`` and ``biasing``."""
+
+    model: str = _part_field(
+        TranscriberConfig, "model", min_length=1,
+        description='"base" (bundled multilingual), "tiny.en", or a CTranslate2 Whisper directory.',
+    )
+    cache_dir: ExpandedPath = _part_field(
+        TranscriberConfig, "cache_dir", description="Where the bundled model is assembled once ($XDG_CACHE_HOME/puente/models)."
+    )
+    device: str = _part_field(TranscriberConfig, "device", description='"cpu" or "cuda".')
+    compute_type: str = _part_field(TranscriberConfig, "compute_type", description="CTranslate2 quantisation; int8 is fastest on CPU.")
+    cpu_threads: int = _part_field(TranscriberConfig, "cpu_threads", ge=0, description="Threads per worker; 0: the cores divided among the workers.")
+    # The YAML key predates the part's name for it (num_workers); transcriber_config maps it.
+    workers: int = _part_field(TranscriberConfig, "num_workers", ge=1, description="Utterances transcribed at once (one shared model).")
+    # The gateway's, not the transcriber's: how long a caller may wait for Whisper behind others.
+    max_wait_s: float | None = Field(
+        3.0, ge=0,
+        description="An utterance that would wait longer than this for a free worker (at the recent time per utterance) "
+        "is not queued: its call takes the voice route at once. null: no bound.",
+    )
+    beam_size: int = _part_field(TranscriberConfig, "beam_size", ge=1, description="1 (greedy) is ~2x cheaper than 5, as accurate on short utterances.")
+    alternatives: int = _part_field(
+        TranscriberConfig, "alternatives", ge=1, le=5,
+        description="Hypotheses per utterance, classified together (above 1: a beam search of that width).",
+    )
+    window_padding_s: float = _part_field(
+        TranscriberConfig, "window_padding_s", ge=0, description="Silence appended after the utterance before encoding."
+    )
+    no_speech_threshold: float = _part_field(
+        TranscriberConfig, "no_speech_threshold", ge=0, le=1,
+        description="Text is dropped when the no-speech probability is above this and the average log-probability below logprob_threshold.",
+    )
+    logprob_threshold: float = _part_field(TranscriberConfig, "logprob_threshold", le=0, description="See no_speech_threshold.")
+    min_avg_logprob: float = _part_field(
+        TranscriberConfig, "min_avg_logprob", le=0, description="Text is dropped below this average log-probability, whatever the no-speech probability."
+    )
+    max_tokens_per_second: float = _part_field(
+        TranscriberConfig, "max_tokens_per_second", gt=0, description="Generated tokens per second of audio, at most (stops runaway repetition)."
+    )
+    max_tokens_base: int = _part_field(TranscriberConfig, "max_tokens_base", ge=0, description="Tokens allowed on top of max_tokens_per_second.")
+    min_speech_ms: int = _part_field(
+        TranscriberConfig, "min_speech_ms", ge=0, description="Audio given without its speech end and with less voiced audio (per webrtcvad) is not decoded."
+    )
+    biasing: BiasingSettings = Field(default_factory=BiasingSettings)
 
 
 class EndpointingSettings(_Section):

@@ -60,6 +60,9 @@ class TranscriberConfig:
       num_workers: utterances decoded in parallel (calls from more threads wait their turn).
         On 2 cores, 1 worker × 2 threads gives the lowest latency per utterance.
       beam_size: 1 (greedy) is ~2× cheaper than 5 and as accurate on short utterances.
+      alternatives: hypotheses returned per utterance (``Transcript.alternatives``); above 1
+        the decoder runs a beam search of at least that width, so one misheard word need
+        not decide the call (the gateway classifies them together).
       languages: the languages a caller may speak; detection chooses among these only.
       window_padding_s: silence appended after the utterance before encoding; Whisper
         needs audio after the last word to close its last segment.
@@ -85,6 +88,7 @@ class TranscriberConfig:
     cpu_threads: int = 0
     num_workers: int = 1
     beam_size: int = 1
+    alternatives: int = 1
     languages: tuple[str, ...] = ("es", "en")
     window_padding_s: float = 1.0
     no_speech_threshold: float = 0.6
@@ -96,6 +100,14 @@ class TranscriberConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class Alternative:
+    """One hypothesis of the decoder: its text and its average token log-probability."""
+
+    text: str
+    avg_logprob: float
+
+
+@dataclass(frozen=True, slots=True)
 class Transcript:
     """What Whisper heard in one utterance.
 
@@ -103,7 +115,9 @@ class Transcript:
     the speech gate found too little voice, the model was not run; ``"no_speech"``: Whisper
     judged it non-speech; ``"low_confidence"``: average log-probability under the threshold).
     Times are in seconds; ``elapsed_s`` also covers the VAD gate and feature extraction
-    (in ``encode_s``), so ``encode_s + decode_s`` ≤ ``elapsed_s``.
+    (in ``encode_s``), so ``encode_s + decode_s`` ≤ ``elapsed_s``. ``alternatives`` holds the
+    decoder's hypotheses, best first (the first is ``text``), when more than one was asked for
+    and the text was not dropped.
     """
 
     text: str
@@ -116,6 +130,7 @@ class Transcript:
     encode_s: float = 0.0
     decode_s: float = 0.0
     dropped: str | None = None
+    alternatives: tuple[Alternative, ...] = ()
 
 
 class Transcriber:
@@ -215,8 +230,9 @@ class Transcriber:
         encoded = time.perf_counter()
         lang, lang_prob = self._choose_language(encoder_output, candidates)
         bias = (prompt or {}).get(lang)
-        text, no_speech_prob, avg_logprob = self._decode(encoder_output, lang, duration, speech_end_s, bias)
+        hypotheses, no_speech_prob = self._decode(encoder_output, lang, duration, speech_end_s, bias)
         decoded = time.perf_counter()
+        text, avg_logprob = hypotheses[0].text, hypotheses[0].avg_logprob
 
         dropped = self._drop_reason(no_speech_prob, avg_logprob, biased=bool(bias)) or (
             "prompt_echo" if bias and echoes(text, bias) else None)
@@ -231,6 +247,7 @@ class Transcriber:
             encode_s=encoded - encoding,
             decode_s=decoded - encoded,
             dropped=dropped,
+            alternatives=() if dropped or len(hypotheses) < 2 else hypotheses,
         )
 
     def transcribe_full_window(self, audio: np.ndarray | bytes, *, language: str) -> str:
@@ -304,7 +321,7 @@ class Transcriber:
 
     def _decode(
         self, encoder_output, language: str, duration: float, speech_end: float, bias: str | None = None,
-    ) -> tuple[str, float, float]:
+    ) -> tuple[tuple[Alternative, ...], float]:
         tokenizer = self._tokenizer(language)
         prompt = list(tokenizer.sot_sequence)  # timestamps on: no <|notimestamps|>
         if bias:
@@ -315,7 +332,8 @@ class Transcriber:
         result = self._ct2.generate(
             encoder_output,
             [prompt],
-            beam_size=self.config.beam_size,
+            beam_size=max(self.config.beam_size, self.config.alternatives),
+            num_hypotheses=self.config.alternatives,
             max_length=min(_MAX_DECODER_LENGTH, len(prompt) + max_new),
             return_scores=True,
             return_no_speech_prob=True,
@@ -323,13 +341,15 @@ class Transcriber:
             suppress_tokens=self._suppress_tokens(tokenizer),
             max_initial_timestamp_index=int(round(1.0 / _TIME_PRECISION_S)),
         )[0]
-        tokens = result.sequences_ids[0]
-        # CTranslate2's score is the length-normalised log-probability; faster-whisper's
-        # avg_logprob also counts the end-of-text token.
-        avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
-        text_tokens = _tokens_inside_audio(tokens, tokenizer.timestamp_begin, tokenizer.eot, speech_end)
-        text = drop_trailing_repeats(tokenizer.decode(text_tokens)).strip()
-        return text, float(result.no_speech_prob), float(avg_logprob)
+        hypotheses = []
+        for tokens, score in zip(result.sequences_ids, result.scores):
+            # CTranslate2's score is the length-normalised log-probability; faster-whisper's
+            # avg_logprob also counts the end-of-text token.
+            avg_logprob = score * len(tokens) / (len(tokens) + 1)
+            text_tokens = _tokens_inside_audio(tokens, tokenizer.timestamp_begin, tokenizer.eot, speech_end)
+            text = drop_trailing_repeats(tokenizer.decode(text_tokens)).strip()
+            hypotheses.append(Alternative(text, float(avg_logprob)))
+        return tuple(hypotheses), float(result.no_speech_prob)
 
     def _drop_reason(self, no_speech_prob: float, avg_logprob: float, *, biased: bool = False) -> str | None:
         cfg = self.config
