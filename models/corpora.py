@@ -8,9 +8,9 @@ can skip with a reason that names the missing package or folder.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import re
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,10 +84,10 @@ def librivox_clips() -> list[Clip]:
 
 
 def espeak(text: str, voice: str, out_dir: Path) -> Path | None:
-    """Synthesise ``text`` with espeak-ng into a WAV; ``None`` when espeak-ng is absent."""
-    exe = shutil.which("espeak-ng")
-    if exe is None:
+    """Synthesise ``text`` with espeak-ng into a 16 kHz WAV; ``None`` when espeak-ng or sox is absent."""
+    from models.voices import EspeakVoice, write_wav  # lazy: the corpora finders need none of it
+
+    if shutil.which("espeak-ng") is None or shutil.which("sox") is None:
         return None
-    out = out_dir / f"espeak-{voice}-{abs(hash(text))}.wav"
-    subprocess.run([exe, "-v", voice, "-w", str(out), text], check=True, capture_output=True)
-    return out
+    out = out_dir / f"espeak-{voice}-{hashlib.sha256(text.encode()).hexdigest()[:16]}.wav"
+    return write_wav(EspeakVoice(voice).synthesize(text), out)

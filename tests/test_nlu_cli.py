@@ -148,3 +148,35 @@ def test_a_model_without_its_embedding_block_is_refused(trained, tmp_path):
     np.savez(broken / "weights.npz", **arrays)
     with pytest.raises(ModelLoadError, match="lacks embedding_coef"):
         IntentModel.load(broken)
+
+
+# --- augment ---------------------------------------------------------------------------
+
+
+def test_augment_refuses_an_unknown_voice_before_loading_whisper(tmp_path, capsys):
+    tsv = tmp_path / "in.tsv"
+    tsv.write_text("payment\tquiero pagar mi factura\tes\norder_status\tdonde esta mi pedido\tes\n", encoding="utf-8")
+    assert main(["augment", "--data", str(tsv), "--out", str(tmp_path / "out.tsv"), "--voice", "piper:es_MX"]) == 2
+    assert "unknown engine 'piper'" in capsys.readouterr().err
+
+
+@pytest.mark.asr
+def test_augment_speaks_with_kokoro_through_a_law_and_records_the_voice(tmp_path, capsys):
+    from models.voices.kokoro import default_voices_tarball
+
+    pytest.importorskip("kokoro_onnx", reason="Kokoro's runtime is not installed (pip install -e '.[voices]')")
+    if not default_voices_tarball().is_file():
+        pytest.skip(f"{default_voices_tarball()} absent (scripts/setup.sh fetches it)")
+    tsv = tmp_path / "in.tsv"
+    tsv.write_text("payment\tquiero pagar mi factura\tes\norder_status\twhere is my order\ten\n", encoding="utf-8")
+    out = tmp_path / "out.tsv"
+    argv = ["augment", "--data", str(tsv), "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--codec", "pcma",
+            "--voice", "kokoro:em_santa", "--voice", "kokoro:af_heart@1.1"]
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["speakers"] == ["kokoro:em_santa pcma", "kokoro:af_heart@1.1 pcma"] and summary["examples"] == 2
+    lines = out.read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "# speaker: kokoro:em_santa pcma" and lines[2] == "# speaker: kokoro:af_heart@1.1 pcma"
+    assert lines[1].split("\t")[0::2] == ["payment", "es"] and "pagar" in lines[1].lower()
+    assert lines[3].split("\t")[0::2] == ["order_status", "en"] and "order" in lines[3].lower()
+    assert len(list((tmp_path / "cache" / "speech").rglob("*.wav"))) == 2  # the renderings are kept for the next ASR model

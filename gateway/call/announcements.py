@@ -1,27 +1,27 @@
 """What a waiting caller hears between the hold music: their place in the queue and the expected wait.
 
-The words change with every caller, so they are spoken with espeak-ng (the engine of the bundled
-prompts, installed by setup) at the moment, into a small cache of 16 kHz WAVs keyed by their text:
-"you are next" is rendered once per language, not once per caller.
+The words change with every caller, so they are spoken at the moment — by espeak-ng, the engine of
+the bundled prompts, unless the gateway hands the announcer other voices — into a small cache of
+16 kHz WAVs keyed by voice and text: "you are next" is rendered once per language, not once per caller.
 """
 from __future__ import annotations
 
 import hashlib
 import math
-import subprocess
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-#: espeak-ng voices per language, as the bundled prompts were rendered.
-VOICES = {"es": "es-419", "en": "en-us"}
+from models.voices import ESPEAK_VOICES, EspeakVoice, Voice, VoiceError, write_wav
+
 #: The speaking rate of the bundled prompts (scripts/render_prompts.sh renders them with ``speak``) and of the announcements.
 PROMPT_WORDS_PER_MINUTE = 165
 Announce = Literal["position", "wait", "both"]
 
 
 class AnnouncementError(Exception):
-    """espeak-ng or sox failed; the caller simply keeps hearing the hold music."""
+    """No voice for the language, or the voice failed; the caller simply keeps hearing the hold music."""
 
 
 def announcement_text(language: str, *, position: int | None, wait_s: float | None, announce: Announce) -> str | None:
@@ -50,36 +50,52 @@ def announcement_text(language: str, *, position: int | None, wait_s: float | No
 def speak(text: str, language: str, out: Path, *, words_per_minute: int | None = None) -> Path:
     """``text`` spoken by espeak-ng in ``language`` into ``out``, a 16 kHz mono 16-bit WAV (written whole,
     under a temporary name first, so a concurrent reader never sees half of one)."""
-    voice = VOICES.get(language.split("_")[0])
+    return _speak_with(_espeak_voice(language, words_per_minute), text, out)
+
+
+def _espeak_voice(language: str, words_per_minute: int | None) -> Voice:
+    voice = ESPEAK_VOICES.get(language.split("_")[0])
     if voice is None:
         raise AnnouncementError(f"no voice for language {language!r}")
-    rate = ["-s", str(words_per_minute)] if words_per_minute else []
-    partial = out.with_name(out.name + ".part.wav")
-    with tempfile.NamedTemporaryFile(suffix=".wav", dir=out.parent) as raw:
-        try:
-            subprocess.run(["espeak-ng", "-v", voice, *rate, "-w", raw.name, text], check=True, capture_output=True, timeout=10)
-            subprocess.run(["sox", raw.name, "-r", "16000", "-c", "1", "-b", "16", str(partial)],
-                           check=True, capture_output=True, timeout=10)
-        except (OSError, subprocess.SubprocessError) as exc:
-            raise AnnouncementError(f"cannot speak {text!r}: {exc}") from exc
-    return partial.replace(out)
+    try:
+        return EspeakVoice(voice, words_per_minute=words_per_minute)
+    except VoiceError as exc:
+        raise AnnouncementError(str(exc)) from exc
+
+
+def _speak_with(voice: Voice, text: str, out: Path) -> Path:
+    try:
+        return write_wav(voice.synthesize(text), out)
+    except (OSError, VoiceError) as exc:
+        raise AnnouncementError(f"cannot speak {text!r}: {exc}") from exc
 
 
 class Announcer:
-    """Renders announcements into ``directory`` (a temporary one by default); blocking: call it off the event loop."""
+    """Renders announcements into ``directory`` (a temporary one by default); blocking: call it off the event loop.
 
-    def __init__(self, directory: Path | None = None) -> None:
+    ``voices``: the voice for each language (``"es"``, ``"en"``); espeak-ng at the prompts' rate by default.
+    """
+
+    def __init__(self, directory: Path | None = None, *, voices: Mapping[str, Voice] | None = None) -> None:
         self._tmp = None if directory else tempfile.TemporaryDirectory(prefix="puente-announcements-")
         self.directory = Path(directory or self._tmp.name)
+        self._voices = dict(voices) if voices is not None else None
+
+    def voice_for(self, language: str) -> Voice:
+        language = language.split("_")[0]
+        if self._voices is None and language in ESPEAK_VOICES:  # made once, at the first announcement
+            self._voices = {lang: _espeak_voice(lang, PROMPT_WORDS_PER_MINUTE) for lang in ESPEAK_VOICES}
+        if not self._voices or language not in self._voices:
+            raise AnnouncementError(f"no voice for language {language!r}")
+        return self._voices[language]
 
     def render(self, language: str, text: str) -> Path:
-        if language.split("_")[0] not in VOICES:
-            raise AnnouncementError(f"no voice for language {language!r}")
-        out = self.directory / language.split("_")[0] / f"{hashlib.sha256(text.encode()).hexdigest()[:16]}.wav"
+        voice = self.voice_for(language)
+        key = hashlib.sha256("\0".join((voice.identity, text)).encode()).hexdigest()[:16]
+        out = self.directory / language.split("_")[0] / f"{key}.wav"
         if out.is_file():
             return out
-        out.parent.mkdir(parents=True, exist_ok=True)
-        return speak(text, language, out, words_per_minute=PROMPT_WORDS_PER_MINUTE)
+        return _speak_with(voice, text, out)
 
     def close(self) -> None:
         if self._tmp is not None:

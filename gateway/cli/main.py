@@ -70,11 +70,13 @@ def _parser() -> argparse.ArgumentParser:
     call.add_argument("uri", metavar="SIP_URI", help="e.g. sip:es@127.0.0.1:5060")
     source = call.add_mutually_exclusive_group(required=True)
     source.add_argument("--wav", type=Path, help="audio the caller says (any PCM WAV)")
-    source.add_argument("--say", metavar="TEXT", help="text the caller says (espeak-ng; needs --lang)")
-    call.add_argument("--lang", choices=["es", "en"], help="language of --say")
+    source.add_argument("--say", metavar="TEXT", help="text the caller says (espeak-ng in --lang, or --voice)")
+    call.add_argument("--lang", choices=["es", "en"], help="language of --say (default: the --voice's)")
+    call.add_argument("--voice", metavar="SPEC",
+                      help="who says --say and --answer: kokoro:ef_dora, kokoro:em_santa@1.1, espeak:es-419 … (default: espeak-ng in --lang)")
     call.add_argument("--api", default="http://127.0.0.1:8080", help="the gateway's HTTP address (default %(default)s)")
     call.add_argument("--from", dest="from_number", default="+525555550123", help="caller id presented (default %(default)s)")
-    call.add_argument("--answer", metavar="TEXT", help="say TEXT (espeak-ng, --lang) to the gateway's question after the first utterance, e.g. 'sí'")
+    call.add_argument("--answer", metavar="TEXT", help="say TEXT (as --say) to the gateway's question after the first utterance, e.g. 'sí'")
     call.add_argument("--dtmf", metavar="DIGITS", help="key DIGITS (RFC 4733) in reply to the gateway's question, e.g. 1")
     call.add_argument("--hangup-after", type=float, metavar="S", help="hang up S seconds after connecting")
     call.add_argument("--follow-transfer", action="store_true", help="accept the gateway's REFER and call the agent (default: decline it)")
@@ -123,14 +125,23 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_call(args: argparse.Namespace) -> int:
     from gateway.dev.caller import CallFailed, place_call
 
-    if (args.say or args.answer) and not args.lang:
-        print("puente call: --say and --answer need --lang es|en", file=sys.stderr)
+    if (args.say or args.answer) and not (args.lang or args.voice):
+        print("puente call: --say and --answer need --lang es|en or --voice SPEC", file=sys.stderr)
         return 2
+    voice = None
+    if args.voice:
+        from models.voices import VoiceLibrary
+
+        try:
+            voice = VoiceLibrary().voice(args.voice)
+        except ModelError as exc:  # a bad spec, an unknown voice, Kokoro not installed
+            print(f"puente call: {exc}", file=sys.stderr)
+            return 2
     try:
         record = place_call(
             args.uri, wav=args.wav, say=args.say, lang=args.lang, api=args.api, from_number=args.from_number,
             answer=args.answer, dtmf=args.dtmf, hangup_after_s=args.hangup_after, timeout_s=args.timeout,
-            srtp=args.srtp, tls_ca_file=args.tls_ca, follow_transfer=args.follow_transfer,
+            srtp=args.srtp, tls_ca_file=args.tls_ca, follow_transfer=args.follow_transfer, voice=voice,
         )
     except CallFailed as exc:
         print(json.dumps({"error": str(exc), **exc.details}, ensure_ascii=False))

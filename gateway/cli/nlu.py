@@ -5,6 +5,7 @@
     puente nlu parse   TEXT [--model DIR]
     puente nlu lint    PATH... [--min-per-language N]
     puente nlu augment --data PATH... --out FILE.tsv [--limit N] [--asr-model base] [--cache-dir DIR]
+                       [--voice SPEC]... [--codec pcmu|pcma|g722]
     puente nlu deploy  DIR [--api URL]
 
 Registered by ``gateway/cli/main.py`` through :func:`add_nlu_commands`. Training data: Rasa
@@ -79,6 +80,11 @@ def add_nlu_commands(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     aug.add_argument("--asr-model", default="base", help="Whisper model: base, tiny.en or a CTranslate2 directory (default %(default)s)")
     aug.add_argument("--cache-dir", type=Path, help="transcript cache (default: $XDG_CACHE_HOME/puente/augment)")
     aug.add_argument("--seed", type=int, default=0, help="chooses the --limit subsample (default %(default)s)")
+    aug.add_argument("--voice", action="append", metavar="SPEC",
+                     help="who speaks: kokoro:ef_dora, kokoro:em_santa@1.1, espeak:en-us … (repeatable: every voice speaks the "
+                          "examples of its language; default: espeak:es-419 and espeak:en-us)")
+    aug.add_argument("--codec", choices=["pcmu", "pcma", "g722"], default="pcmu",
+                     help="the phone line: G.711 µ-law or A-law (8 kHz) or G.722 (wideband) (default %(default)s)")
     aug.set_defaults(run=_cmd_augment)
 
     deploy = commands.add_parser("deploy", help="switch a running gateway to a model directory, without a restart")
@@ -238,6 +244,7 @@ def _cmd_lint(args: argparse.Namespace) -> int:
 
 
 def _cmd_augment(args: argparse.Namespace) -> int:
+    from models import ModelError, Transcriber, TranscriberConfig
     from nlu.augment import AugmentError, augment, write_tsv
 
     try:
@@ -245,8 +252,12 @@ def _cmd_augment(args: argparse.Namespace) -> int:
     except DatasetError as exc:
         _err(str(exc))
         return 1
-    from models import Transcriber, TranscriberConfig
-
+    cache_dir = args.cache_dir or default_cache_dir() / "augment"
+    try:
+        speakers = _speakers(args.voice, args.codec, cache_dir / "speech")
+    except ModelError as exc:  # a bad spec, an unknown voice, Kokoro not installed
+        _err(str(exc))
+        return 2
     _progress(f"loading Whisper {args.asr_model}")
     transcriber = Transcriber(TranscriberConfig(model=args.asr_model))
     if not transcriber.multilingual:
@@ -259,14 +270,39 @@ def _cmd_augment(args: argparse.Namespace) -> int:
         return transcriber.transcribe(audio, language=language if transcriber.multilingual else None).text
 
     try:
-        out = augment(examples, transcribe, args.cache_dir or default_cache_dir() / "augment",
-                      asr_model=transcriber.model_name, limit=args.limit, seed=args.seed, progress=_progress)
+        out = augment(examples, transcribe, cache_dir, speakers=speakers, asr_model=transcriber.model_name,
+                      limit=args.limit, seed=args.seed, progress=_progress)
     except AugmentError as exc:
         _err(str(exc))
         return 1
     write_tsv(out, args.out)
-    print(json.dumps({"out": str(args.out), "examples": len(out), "asr_model": transcriber.model_name}))
+    print(json.dumps({"out": str(args.out), "examples": len(out), "asr_model": transcriber.model_name,
+                      "speakers": [s.name for s in speakers]}, ensure_ascii=False))
     return 0
+
+
+def _speakers(specs: list[str] | None, codec: str, speech_cache: Path):
+    """The voices of ``--voice`` (espeak-ng es-419 and en-us by default), each on the ``--codec`` line."""
+    from models.voices import ESPEAK_VOICES, PhoneChannel, Voice, VoiceError, VoiceLibrary, VoicesConfig
+    from nlu.augment import AugmentError, Speaker
+
+    library = VoiceLibrary(VoicesConfig(speech_cache=speech_cache))
+    channel = PhoneChannel(codec)  # type: ignore[arg-type]  # argparse checked the choice
+
+    def speaker(voice: Voice) -> Speaker:
+        def speak(text: str):
+            try:
+                return channel(voice.synthesize(text))
+            except VoiceError as exc:
+                raise AugmentError(str(exc)) from exc
+
+        # espeak-ng on µ-law was the only speaker before --voice: its transcripts keep their old cache keys.
+        legacy = voice.spec.engine == "espeak" and voice.spec.speed == 1.0 and codec == "pcmu"
+        return Speaker(name=f"{voice.name} {codec}", language=voice.language, speak=speak,
+                       cache_key=voice.spec.voice if legacy else "\0".join((voice.identity, codec)))
+
+    specs = specs or [f"espeak:{v}" for v in ESPEAK_VOICES.values()]
+    return [speaker(library.voice(spec)) for spec in specs]
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import httpx
 
 from gateway.call.announcements import speak
+from models.voices import Voice, write_wav
 from sip import CallResult, CallScript, SipCaller
 
 RECORD_KEYS = ("call_id", "sip_call_id", "state", "outcome", "language", "transcript", "intent", "confidence", "route", "reason")
@@ -25,9 +26,10 @@ class CallFailed(Exception):
         self.details = details
 
 
-def synthesize(text: str, lang: str, out: Path) -> Path:
-    """Speak ``text`` with espeak-ng (its default rate) into a 16 kHz mono WAV."""
-    return speak(text, lang, out)
+def synthesize(text: str, lang: str, out: Path, voice: Voice | None = None) -> Path:
+    """Speak ``text`` into a 16 kHz mono WAV: with ``voice`` (e.g. ``VoiceLibrary().voice("kokoro:ef_dora")``),
+    else with espeak-ng in ``lang`` (its default rate)."""
+    return write_wav(voice.synthesize(text), out) if voice is not None else speak(text, lang, out)
 
 
 def place_call(
@@ -45,6 +47,7 @@ def place_call(
     srtp: Literal["off", "optional", "mandatory"] = "off",
     tls_ca_file: Path | None = None,
     follow_transfer: bool = False,
+    voice: Voice | None = None,
 ) -> dict[str, Any]:
     """Call, wait for the gateway to end the call, return its record (``CallFailed`` otherwise).
 
@@ -54,14 +57,16 @@ def place_call(
     ``answer`` (spoken) and ``dtmf`` (keyed) reply to the gateway's next question after the
     first utterance (e.g. WhatsApp consent), as soon as the gateway starts asking it.
     ``follow_transfer``: accept the gateway's REFER and call the agent, as a phone would; else decline it.
+    ``voice`` speaks ``say`` and ``answer`` (espeak-ng in ``lang`` when ``None``); ``lang`` defaults to its language.
     """
+    lang = lang or (voice.language if voice is not None else "es")
     with tempfile.TemporaryDirectory(prefix="puente-call-") as tmp:
         work = Path(tmp)
         if say is not None:
-            wav = synthesize(say, lang or "es", work / "say.wav")
+            wav = synthesize(say, lang, work / "say.wav", voice)
         if wav is None or not Path(wav).is_file():
             raise CallFailed(f"no such audio file: {wav}")
-        reply = synthesize(answer, lang or "es", work / "answer.wav") if answer is not None else None
+        reply = synthesize(answer, lang, work / "answer.wav", voice) if answer is not None else None
         host = uri.split("@")[-1].split(":")[0].split(";")[0]
         script = CallScript(
             wav=to_pcm16(Path(wav), work / "speech.wav"), from_uri=f"sip:{from_number}@{host}",
