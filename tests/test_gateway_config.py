@@ -108,6 +108,7 @@ PART_OPTIONS = {
         "cpu_threads": ("asr.cpu_threads", 2, 2),
         "num_workers": ("asr.workers", 3, 3),
         "beam_size": ("asr.beam_size", 5, 5),
+        "alternatives": ("asr.alternatives", 3, 3),
         "languages": ("lines", {"default": {"languages": ["en"]}}, ("en",)),
         "window_padding_s": ("asr.window_padding_s", 0.5, 0.5),
         "no_speech_threshold": ("asr.no_speech_threshold", 0.5, 0.5),
@@ -202,3 +203,11 @@ def test_the_readme_documents_the_defaults(monkeypatch, tmp_path: Path):
     cfg = tmp_path / "readme.yaml"
     cfg.write_text(block)
     assert load_settings(cfg, environ={}).model_dump() == load_settings(environ={}).model_dump()
+
+
+def test_biasing_prompts_come_from_the_deployment_vocabulary():
+    default = load_settings(environ={}).asr.biasing.prompts()
+    assert set(default) == {"es", "en"} and "póliza" in default["es"] and "policy" in default["en"]
+    insurer = load_settings(environ={}, overrides={"asr.biasing.vocabulary": {"es": ["póliza", "siniestro", "deducible"]}})
+    assert insurer.asr.biasing.prompts() == {"es": "póliza, siniestro, deducible."}
+    assert load_settings(environ={"PUENTE_ASR__BIASING__ENABLED": "false"}).asr.biasing.prompts() == {}

@@ -15,6 +15,7 @@ and ``parse`` print only JSON on stdout.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -83,6 +84,8 @@ def add_nlu_commands(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     aug.add_argument("--voice", action="append", metavar="SPEC",
                      help="who speaks: kokoro:ef_dora, kokoro:em_santa@1.1, espeak:en-us … (repeatable: every voice speaks the "
                           "examples of its language; default: espeak:es-419 and espeak:en-us)")
+    aug.add_argument("--bias", action="store_true",
+                     help="transcribe as the gateway does with asr.biasing: Whisper first reads the vocabulary (default settings)")
     aug.add_argument("--codec", choices=["pcmu", "pcma", "g722"], default="pcmu",
                      help="the phone line: G.711 µ-law or A-law (8 kHz) or G.722 (wideband) (default %(default)s)")
     aug.set_defaults(run=_cmd_augment)
@@ -266,11 +269,16 @@ def _cmd_augment(args: argparse.Namespace) -> int:
         if skipped:
             _progress(f"{args.asr_model} is English-only: skipping {skipped} non-English examples")
 
+    prompts = _biasing_prompts() if args.bias else None
+    asr_model = transcriber.model_name
+    if prompts:  # biased transcripts are other transcripts: their own cache entries
+        asr_model += "+bias-" + hashlib.sha256(json.dumps(prompts, sort_keys=True).encode()).hexdigest()[:12]
+
     def transcribe(audio, language: str) -> str:
-        return transcriber.transcribe(audio, language=language if transcriber.multilingual else None).text
+        return transcriber.transcribe(audio, language=language if transcriber.multilingual else None, prompt=prompts).text
 
     try:
-        out = augment(examples, transcribe, cache_dir, speakers=speakers, asr_model=transcriber.model_name,
+        out = augment(examples, transcribe, cache_dir, speakers=speakers, asr_model=asr_model,
                       limit=args.limit, seed=args.seed, progress=_progress)
     except AugmentError as exc:
         _err(str(exc))
@@ -279,6 +287,13 @@ def _cmd_augment(args: argparse.Namespace) -> int:
     print(json.dumps({"out": str(args.out), "examples": len(out), "asr_model": transcriber.model_name,
                       "speakers": [s.name for s in speakers]}, ensure_ascii=False))
     return 0
+
+
+def _biasing_prompts() -> dict[str, str]:
+    """The prompts a gateway with default settings (and this environment's PUENTE_ variables) biases with."""
+    from gateway.config import load_settings
+
+    return load_settings(None).asr.biasing.prompts()
 
 
 def _speakers(specs: list[str] | None, codec: str, speech_cache: Path):
