@@ -27,6 +27,8 @@ from sip import SipError
 
 #: What stops the gateway from starting, each with a message an operator can act on.
 STARTUP_ERRORS = (StoreError, PromptError, ModelError, ModelLoadError, DatasetError, SipError, FlowError)
+# `puente call --codec`: the one codec the test caller offers.
+CALL_CODECS = {"pcmu": "PCMU/8000", "pcma": "PCMA/8000", "g722": "G722/16000", "opus": "opus/48000"}
 
 log = logging.getLogger("puente")
 
@@ -84,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     call.add_argument("--srtp", choices=["off", "optional", "mandatory"], default="off",
                       help="media encryption offered (SDES; default %(default)s); SIP over TLS: a ;transport=tls URI")
     call.add_argument("--tls-ca", type=Path, help="verify the gateway's TLS certificate against this PEM CA file")
+    call.add_argument("--codec", choices=sorted(CALL_CODECS), help="offer only this codec (default: G.722, opus, PCMU, PCMA)")
     call.set_defaults(run=_cmd_call)
 
     add_nlu_commands(commands)
@@ -142,6 +145,7 @@ def _cmd_call(args: argparse.Namespace) -> int:
             args.uri, wav=args.wav, say=args.say, lang=args.lang, api=args.api, from_number=args.from_number,
             answer=args.answer, dtmf=args.dtmf, hangup_after_s=args.hangup_after, timeout_s=args.timeout,
             srtp=args.srtp, tls_ca_file=args.tls_ca, follow_transfer=args.follow_transfer, voice=voice,
+            codecs=(CALL_CODECS[args.codec],) if args.codec else None,
         )
     except CallFailed as exc:
         print(json.dumps({"error": str(exc), **exc.details}, ensure_ascii=False))

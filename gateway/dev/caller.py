@@ -48,6 +48,7 @@ def place_call(
     tls_ca_file: Path | None = None,
     follow_transfer: bool = False,
     voice: Voice | None = None,
+    codecs: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
     """Call, wait for the gateway to end the call, return its record (``CallFailed`` otherwise).
 
@@ -58,6 +59,7 @@ def place_call(
     first utterance (e.g. WhatsApp consent), as soon as the gateway starts asking it.
     ``follow_transfer``: accept the gateway's REFER and call the agent, as a phone would; else decline it.
     ``voice`` speaks ``say`` and ``answer`` (espeak-ng in ``lang`` when ``None``); ``lang`` defaults to its language.
+    ``codecs`` are the only ones offered, in order (e.g. ``("PCMU/8000",)``; default G.722, opus, PCMU, PCMA).
     """
     lang = lang or (voice.language if voice is not None else "es")
     with tempfile.TemporaryDirectory(prefix="puente-call-") as tmp:
@@ -71,7 +73,7 @@ def place_call(
         script = CallScript(
             wav=to_pcm16(Path(wav), work / "speech.wav"), from_uri=f"sip:{from_number}@{host}",
             hangup_after_s=hangup_after_s, max_duration_s=timeout_s, reply_wav=reply, reply_dtmf=dtmf, srtp=srtp,
-            follow_transfer=follow_transfer,
+            follow_transfer=follow_transfer, codecs=codecs,
         )
         with SipCaller(tls="transport=tls" in uri.lower(), tls_ca_file=tls_ca_file) as caller:
             result = caller.call(uri, script)
