@@ -153,6 +153,7 @@ def main() -> int:
         for mode in modes:
             # Consent is asked once per number and is a separate turn: measure the routing decision alone.
             endpointing = {"no_input_ms": 5000, **({"early_silence_ms": 0} if mode == "off" else {})}
+            (workdir / mode).mkdir()
             gateway = start_gateway(workdir / mode, endpointing=endpointing, whatsapp={"consent": {"required": False}})
             try:
                 sequential_clips = [clips[i % len(clips)] for i in range(args.calls or len(clips))]

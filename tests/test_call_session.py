@@ -339,6 +339,18 @@ def test_a_caller_who_hangs_up_during_the_speculation_keeps_what_they_said(phone
     run(go)
 
 
+def test_no_speculation_while_utterances_wait_for_whisper(phone):
+    async def go():
+        async with phone.call(settings=WITH_AGENT) as call:
+            await greeted(call)
+            call.speech.backlog = 2
+            assert await call.say(BILL, "billing_dispute") == 600  # transcribed at its end, as without early commit
+            assert call.speech.methods_asked() == ["transcribe", "classify"]
+            (utterance,) = (await call.record())["utterances"]
+            assert (utterance["timings"]["early_commit"], utterance["timings"]["speculation_reused"]) == (0.0, 0.0)
+    run(go)
+
+
 def test_yes_no_turns_keep_their_own_short_silence_and_are_never_committed_early(phone):
     async def go():
         async with phone.call() as call:

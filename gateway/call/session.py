@@ -430,8 +430,12 @@ class CallSession:
     # --- early commit: speculating on a pause ---------------------------------------------
 
     def _speculate(self, paused: UtterancePaused) -> None:
-        """Transcribe and classify the words so far in the background; the turn keeps listening."""
+        """Transcribe and classify the words so far in the background; the turn keeps listening. Not while
+        utterances wait for Whisper: a speculation the caller talks over is a run wasted, and on a busy node
+        it would delay other callers' finished turns (this one is then transcribed at its end, as before)."""
         self._drop_speculation()
+        if self._deps.speech.backlog > 0:
+            return
         speculation = self._speculation = _Speculation(paused)
         speculation.task = asyncio.create_task(self._run_speculation(speculation))
         self._speculating.add(speculation.task)
