@@ -1,10 +1,11 @@
 """Latency benchmark: end of the caller's speech → routing decision, over real SIP calls.
 
-    .venv/bin/python benchmarks/latency.py [--calls 12] [--concurrent 10]
+    .venv/bin/python benchmarks/latency.py [--calls 12] [--concurrent 10] [--early both|on|off]
 
 Starts a gateway process (default settings: Whisper base int8, 600 ms endpointing) on free
 loopback ports, then places real SIP calls with ``puente call``, first one at a time, then
-``--concurrent`` at once. Clips are real recordings (Debian asterisk-core-sounds, es and
+``--concurrent`` at once; with ``--early both`` (the default) it does so twice, with early commit
+(``endpointing.early_silence_ms``) off and then on, and reports the two side by side. Clips are real recordings (Debian asterisk-core-sounds, es and
 en) and espeak-ng phrases of the taxonomy. For every call's first decision it reports:
 
 * the gateway's split: endpointing wait (last voiced frame → endpoint fired), transcription,
@@ -42,6 +43,7 @@ from models.vad import WebRtcVad  # noqa: E402
 RESULTS = REPO_ROOT / "benchmarks" / "results" / "latency.json"
 SOUNDS = Path("/usr/share/asterisk/sounds")
 GATEWAY_PARTS = ("endpointing_ms", "transcription_ms", "classification_ms", "routing_ms", "end_of_speech_to_decision_ms")
+GOAL_EARLY_P95_MS = 800.0
 GOAL_P95_MS = 1000.0
 
 REAL_CLIPS = [  # (language, asterisk prompt): real recorded speech, 8 kHz
@@ -100,13 +102,14 @@ def place(gateway: RunningGateway, clip: dict) -> dict:
         "clip": clip["name"], "source": clip["source"], "route": first["route"], "intent": first["intent"],
         "transcript": record.get("transcript"), "wall_s": round(time.time() - started, 2),
         **{part: first["timings"].get(part) for part in GATEWAY_PARTS},
+        "early_commit": first["timings"].get("early_commit"),
         "caller_observed_ms": round(observed, 1) if observed is not None else None,
     }
 
 
 def summarize(rows: list[dict]) -> dict:
     ok = [r for r in rows if "error" not in r]
-    out = {"calls": len(rows), "failed": len(rows) - len(ok)}
+    out = {"calls": len(rows), "failed": len(rows) - len(ok), "early_commits": sum(bool(r.get("early_commit")) for r in ok)}
     for part in (*GATEWAY_PARTS, "caller_observed_ms"):
         values = [r[part] for r in ok if r.get(part) is not None]
         if values:
@@ -115,7 +118,7 @@ def summarize(rows: list[dict]) -> dict:
 
 
 def print_table(name: str, summary: dict) -> None:
-    print(f"\n{name}: {summary['calls']} calls, {summary['failed']} failed")
+    print(f"\n{name}: {summary['calls']} calls, {summary['failed']} failed, {summary['early_commits']} committed early")
     print(f"  {'part':<32}{'p50 ms':>10}{'p95 ms':>10}{'n':>5}")
     for part in (*GATEWAY_PARTS, "caller_observed_ms"):
         if part in summary:
@@ -132,40 +135,56 @@ def machine() -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=0, help="sequential calls (default: every clip once)")
-    parser.add_argument("--concurrent", type=int, default=10, help="calls placed at once in the second run")
+    parser.add_argument("--concurrent", type=int, default=10, help="calls placed at once in the second run (0: none)")
+    parser.add_argument("--early", choices=("both", "on", "off"), default="both",
+                        help="early commit off, on (the default early_silence_ms), or each in turn")
     args = parser.parse_args()
 
+    modes = ["off", "on"] if args.early == "both" else [args.early]
+    report: dict = {
+        "machine": machine(),
+        "settings": {"asr_model": "base", "compute_type": "int8", "end_silence_ms": 600},
+        "goal": {"p95_end_of_speech_to_decision_ms_one_call": GOAL_P95_MS, "with_early_commit": GOAL_EARLY_P95_MS},
+        "early_commit": {},
+    }
     with tempfile.TemporaryDirectory(prefix="puente-bench-") as tmp:
         workdir = Path(tmp)
         clips = build_clips(workdir)
-        # Consent is asked once per number and is a separate turn: measure the routing decision alone.
-        gateway = start_gateway(workdir, endpointing={"no_input_ms": 5000}, whatsapp={"consent": {"required": False}})
-        try:
-            sequential_clips = [clips[i % len(clips)] for i in range(args.calls or len(clips))]
-            sequential = [place(gateway, clip) for clip in sequential_clips]
-            batch = [clips[i % len(clips)] for i in range(args.concurrent)]
-            with ThreadPoolExecutor(max_workers=args.concurrent) as pool:
-                concurrent = list(pool.map(lambda c: place(gateway, c), batch))
-        finally:
-            gateway.stop()
-
-    report = {
-        "machine": machine(),
-        "settings": {"asr_model": "base", "compute_type": "int8", "end_silence_ms": 600},
-        "goal": {"p95_end_of_speech_to_decision_ms_one_call": GOAL_P95_MS},
-        "sequential": {"summary": summarize(sequential), "calls": sequential},
-        "concurrent": {"summary": summarize(concurrent), "calls": concurrent, "at_once": args.concurrent},
-    }
+        for mode in modes:
+            # Consent is asked once per number and is a separate turn: measure the routing decision alone.
+            endpointing = {"no_input_ms": 5000, **({"early_silence_ms": 0} if mode == "off" else {})}
+            (workdir / mode).mkdir()
+            gateway = start_gateway(workdir / mode, endpointing=endpointing, whatsapp={"consent": {"required": False}})
+            try:
+                sequential_clips = [clips[i % len(clips)] for i in range(args.calls or len(clips))]
+                sequential = [place(gateway, clip) for clip in sequential_clips]
+                batch = [clips[i % len(clips)] for i in range(args.concurrent)]
+                concurrent = []
+                if batch:
+                    with ThreadPoolExecutor(max_workers=args.concurrent) as pool:
+                        concurrent = list(pool.map(lambda c: place(gateway, c), batch))
+            finally:
+                gateway.stop()
+            report["early_commit"][mode] = {
+                "sequential": {"summary": summarize(sequential), "calls": sequential},
+                "concurrent": {"summary": summarize(concurrent), "calls": concurrent, "at_once": args.concurrent},
+            }
     print(f"machine: {report['machine']['cores']} cores, {report['machine']['cpu']}")
-    print_table("one call at a time", report["sequential"]["summary"])
-    print_table(f"{args.concurrent} calls at once", report["concurrent"]["summary"])
-    p95 = report["sequential"]["summary"].get("end_of_speech_to_decision_ms", {}).get("p95")
-    if p95 is not None:
-        verdict = "meets" if p95 <= GOAL_P95_MS else "misses"
-        print(f"\none call: p95 end of speech → decision {p95:.0f} ms — {verdict} the {GOAL_P95_MS:.0f} ms goal")
-    for row in sequential + concurrent:
-        if "error" in row:
-            print(f"  failed: {row['clip']}: {row['error'][:200]}")
+    for mode, runs in report["early_commit"].items():
+        print_table(f"early commit {mode}, one call at a time", runs["sequential"]["summary"])
+        if runs["concurrent"]["calls"]:
+            print_table(f"early commit {mode}, {args.concurrent} calls at once", runs["concurrent"]["summary"])
+    print()
+    for mode, runs in report["early_commit"].items():
+        part = runs["sequential"]["summary"].get("end_of_speech_to_decision_ms", {})
+        if part:
+            goal = GOAL_EARLY_P95_MS if mode == "on" else GOAL_P95_MS
+            verdict = "meets" if part["p95"] <= goal else "misses"
+            print(f"early commit {mode}, one call: end of speech → decision p50 {part['p50']:.0f} ms, p95 {part['p95']:.0f} ms"
+                  f" — {verdict} the {goal:.0f} ms goal")
+        for row in runs["sequential"]["calls"] + runs["concurrent"]["calls"]:
+            if "error" in row:
+                print(f"  failed ({mode}): {row['clip']}: {row['error'][:200]}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2, ensure_ascii=False))
     print(f"\nwrote {RESULTS.relative_to(REPO_ROOT)}")

@@ -223,6 +223,10 @@ class AsrSettings(_Section):
     biasing: BiasingSettings = Field(default_factory=BiasingSettings)
 
 
+#: Endpointing settings that are the call session's (early commit), not the endpointer's.
+_SESSION_ENDPOINTING = {"vad_aggressiveness", "early_commit_silence_ms", "early_commit_min_confidence"}
+
+
 class EndpointingSettings(_Section):
     """Where utterances start and end: the fields of :class:`models.endpointing.EndpointerConfig`,
     same names and defaults, plus the aggressiveness of the VAD the endpointer listens through."""
@@ -232,12 +236,40 @@ class EndpointingSettings(_Section):
         EndpointerConfig, "speech_start_ratio", gt=0, le=1, description="Share of voiced frames in that window that starts an utterance."
     )
     end_silence_ms: int = _part_field(EndpointerConfig, "end_silence_ms", ge=100, description="Trailing silence that ends an utterance.")
+    early_silence_ms: int | None = _part_field(
+        EndpointerConfig, "early_silence_ms", ge=0,
+        description="Early commit: at this trailing silence the words so far are transcribed and classified while the "
+        "endpointer keeps listening; a complete, confident request is decided then instead of at end_silence_ms. "
+        "Shorter than end_silence_ms; null or 0: off. Not used on yes/no turns (their own silence_ms).",
+    )
+    early_commit_silence_ms: int = Field(
+        460, ge=0,
+        description="Early commit decides no sooner than this trailing silence, however fast the words were understood "
+        "(transcription starts at early_silence_ms): pauses inside a sentence run to ~500 ms. At least early_silence_ms; "
+        "at end_silence_ms or more nothing is committed early (the pause's transcript is still reused).",
+    )
+    early_commit_min_confidence: float = Field(
+        0.8, ge=0.0, le=1.0,
+        description="Early commit needs the intent model this sure (not out_of_scope, not a fallback), and the words must "
+        "not end open (nlu.completeness: 'de', 'mi', 'and', 'the', a number…); otherwise the turn waits for end_silence_ms "
+        "and reuses the transcript.",
+    )
     max_utterance_ms: int = _part_field(EndpointerConfig, "max_utterance_ms", ge=1000, description="An utterance is cut at this length.")
     # An int, not the part's ``int | None``: the gateway's no-input path (routing.max_no_input) needs the event.
     no_input_ms: int = _part_field(EndpointerConfig, "no_input_ms", ge=500, description="Silence after a prompt before the no-input path.")
     pre_roll_ms: int = _part_field(EndpointerConfig, "pre_roll_ms", ge=0, description="Audio kept before the detected start (the VAD fires late).")
     tail_ms: int = _part_field(EndpointerConfig, "tail_ms", ge=0, description="Silence kept after the last voiced frame.")
     vad_aggressiveness: int = Field(2, ge=0, le=3, description="webrtcvad aggressiveness, 0 (least) to 3 (most eager to call audio non-speech).")
+
+
+    @model_validator(mode="after")
+    def _early_commit_between(self) -> "EndpointingSettings":
+        if self.early_silence_ms and self.early_commit_silence_ms < self.early_silence_ms:
+            raise ValueError(
+                f"early_commit_silence_ms ({self.early_commit_silence_ms}) must not be shorter than early_silence_ms "
+                f"({self.early_silence_ms}): nothing is understood before then"
+            )
+        return self
 
 
 class NluSettings(_Section):
@@ -686,8 +718,9 @@ class Settings(_Section):
         return {a.id: a.password.get_secret_value() for q in self.queues.values() for a in q.agents if a.password}
 
     def endpointer_config(self) -> EndpointerConfig:
-        # vad_aggressiveness configures the VAD the endpointer is handed, not the endpointer.
-        return EndpointerConfig(**self.endpointing.model_dump(exclude={"vad_aggressiveness"}))
+        # vad_aggressiveness configures the VAD the endpointer is handed, early_commit_* the session's early
+        # commit: none is the endpointer's.
+        return EndpointerConfig(**self.endpointing.model_dump(exclude=_SESSION_ENDPOINTING))
 
     def transcriber_config(self) -> TranscriberConfig:
         return TranscriberConfig(

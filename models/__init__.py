@@ -10,7 +10,15 @@ import too (the shared audio-frame type). What the gateway uses is exported here
 """
 from models.answers import DIGITS, YES_NO, AnswerRecognizer, AnswerResult, Grammar
 from models.audio import FRAME_MS, SAMPLE_RATE, AudioFrame, frames_from_pcm, load_audio
-from models.endpointing import Endpointer, EndpointerConfig, NoInput, SpeechStarted, UtteranceEnded
+from models.endpointing import (
+    Endpointer,
+    EndpointerConfig,
+    NoInput,
+    SpeechResumed,
+    SpeechStarted,
+    UtteranceEnded,
+    UtterancePaused,
+)
 from models.errors import InvalidModelError, ModelCorruptError, ModelError, ModelNotFoundError
 from models.transcribe import Transcriber, TranscriberConfig, Transcript
 from models.vad import SpeechExtent, VoiceActivityDetector, WebRtcVad, speech_extent
@@ -18,6 +26,6 @@ from models.vad import SpeechExtent, VoiceActivityDetector, WebRtcVad, speech_ex
 __all__ = [
     "DIGITS", "FRAME_MS", "SAMPLE_RATE", "YES_NO", "AnswerRecognizer", "AnswerResult", "AudioFrame", "Endpointer",
     "EndpointerConfig", "Grammar", "InvalidModelError", "ModelCorruptError", "ModelError", "ModelNotFoundError",
-    "NoInput", "SpeechExtent", "SpeechStarted", "Transcriber", "TranscriberConfig", "Transcript", "UtteranceEnded",
+    "NoInput", "SpeechExtent", "SpeechResumed", "SpeechStarted", "Transcriber", "TranscriberConfig", "Transcript", "UtteranceEnded", "UtterancePaused",
     "VoiceActivityDetector", "WebRtcVad", "frames_from_pcm", "load_audio", "speech_extent",
 ]

@@ -7,10 +7,18 @@ One :class:`Endpointer` per call. A *turn* is one listening period (after a prom
 within it the endpointer reports::
 
     SpeechStarted     the caller began speaking (also the barge-in signal)
+    UtterancePaused   tentative: ``early_silence_ms`` of trailing silence, the utterance goes on
+    SpeechResumed     the caller spoke again after an UtterancePaused: that one is stale
     UtteranceEnded    the caller stopped: enough trailing silence, too long, or hung up
     NoInput           nothing was said within ``no_input_ms`` of the turn's start
 
 and then keeps listening, so two sentences separated by a pause give two utterances.
+
+*Early commit*: an ``UtterancePaused`` lets the consumer start transcribing while it waits for
+the full ``end_silence_ms``. If what it heard is a complete request it calls :meth:`Endpointer.commit`,
+which ends the utterance there (reason ``"early"``) so it is not reported again; if the caller
+speaks again first, ``SpeechResumed`` says so (and the paused ``speech_end_ms`` no longer matches
+the utterance's), and at the full silence ``UtteranceEnded`` comes as it would have anyway.
 """
 from __future__ import annotations
 
@@ -22,7 +30,7 @@ from typing import Literal
 from models.audio import FRAME_BYTES, FRAME_MS, AudioFrame
 from models.vad import VoiceActivityDetector
 
-EndReason = Literal["silence", "max_length", "flush"]
+EndReason = Literal["silence", "max_length", "flush", "early"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +43,10 @@ class EndpointerConfig:
         one-frame VAD dropout inside a word does not delay the start.
       end_silence_ms: trailing silence that ends an utterance. Paid on every turn, the
         largest fixed part of the caller-perceived latency: shorten it for yes/no turns.
+      early_silence_ms: trailing silence at which a tentative :class:`UtterancePaused` is
+        reported (once per pause) while the endpointer keeps listening, so the consumer can
+        start on the words so far and :meth:`Endpointer.commit` them early. Must be shorter
+        than ``end_silence_ms``; ``None`` (or 0) disables it.
       max_utterance_ms: an utterance is cut here (reason ``"max_length"``); Whisper's
         window is 30 s, and a caller talking this long is not answering a question.
       no_input_ms: no speech start within this time after the turn begins → NoInput.
@@ -48,6 +60,7 @@ class EndpointerConfig:
     speech_start_ms: int = 100
     speech_start_ratio: float = 0.8
     end_silence_ms: int = 600
+    early_silence_ms: int | None = 300
     max_utterance_ms: int = 15_000
     no_input_ms: int | None = 5_000
     pre_roll_ms: int = 300
@@ -60,12 +73,22 @@ class EndpointerConfig:
             raise ValueError(f"speech_start_ratio must be in (0, 1], got {self.speech_start_ratio}")
         if self.end_silence_ms < FRAME_MS:
             raise ValueError(f"end_silence_ms must be ≥ {FRAME_MS}, got {self.end_silence_ms}")
+        if self.early_silence_ms and not FRAME_MS <= self.early_silence_ms < self.end_silence_ms:
+            raise ValueError(
+                f"early_silence_ms must be ≥ {FRAME_MS} and shorter than end_silence_ms ({self.end_silence_ms}), "
+                f"got {self.early_silence_ms} (None or 0 disables early commit)"
+            )
         if self.max_utterance_ms <= self.speech_start_ms:
             raise ValueError("max_utterance_ms must be longer than speech_start_ms")
         if self.no_input_ms is not None and self.no_input_ms <= 0:
             raise ValueError(f"no_input_ms must be positive or None, got {self.no_input_ms}")
         if self.pre_roll_ms < 0 or self.tail_ms < 0:
             raise ValueError("pre_roll_ms and tail_ms must be ≥ 0")
+
+    @property
+    def early(self) -> bool:
+        """Whether this config reports :class:`UtterancePaused`."""
+        return bool(self.early_silence_ms)
 
     @property
     def start_window_frames(self) -> int:
@@ -117,13 +140,47 @@ class UtteranceEnded:
 
 
 @dataclass(frozen=True, slots=True)
+class UtterancePaused:
+    """Tentative: ``early_silence_ms`` of trailing silence, and the endpointer keeps listening.
+
+    The same fields as :class:`UtteranceEnded` (``pcm`` is the utterance so far, trimmed the same
+    way; ``detected_ms`` is when the pause was reported). It is stale once a later event of the same
+    utterance has another ``speech_end_ms`` (the caller spoke again: :class:`SpeechResumed`); while it
+    is not, :meth:`Endpointer.commit` ends the utterance here.
+    """
+
+    pcm: bytes
+    start_ms: int
+    speech_end_ms: int
+    detected_ms: int
+    pcm_start_ms: int
+
+    @property
+    def pause_ms(self) -> int:
+        return self.detected_ms - self.speech_end_ms
+
+    @property
+    def speech_end_in_pcm_s(self) -> float:
+        return (self.speech_end_ms - self.pcm_start_ms) / 1000
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechResumed:
+    """The caller spoke again after the :class:`UtterancePaused` that ended speech at ``paused_speech_end_ms``;
+    ``at_ms`` is the start of the voiced frame. The utterance goes on."""
+
+    at_ms: int
+    paused_speech_end_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class NoInput:
     """Nothing was said within ``no_input_ms`` of the turn's start; ``at_ms`` is when that ran out."""
 
     at_ms: int
 
 
-EndpointEvent = SpeechStarted | UtteranceEnded | NoInput
+EndpointEvent = SpeechStarted | UtterancePaused | SpeechResumed | UtteranceEnded | NoInput
 
 
 class Endpointer:
@@ -150,6 +207,7 @@ class Endpointer:
         self._pcm_start_index = 0
         self._start_ms = 0
         self._speech_end_ms = 0
+        self._paused_at: int | None = None  # speech_end_ms of the pause reported (UtterancePaused)
 
     def begin_turn(self, at_frame_index: int, config: EndpointerConfig | None = None) -> None:
         """Start a new listening turn at frame ``at_frame_index``, with its own config.
@@ -182,10 +240,17 @@ class Endpointer:
             self._pcm.extend([bytes(FRAME_BYTES)] * gap)
             self._pcm.append(frame.pcm)
             if voiced:
+                if self._paused_at is not None:
+                    events.append(SpeechResumed(at_ms=frame.start_ms, paused_speech_end_ms=self._paused_at))
+                    self._paused_at = None
                 self._speech_end_ms = frame.end_ms
             ended = self._check_end(frame)
             if ended is not None:
                 events.append(ended)
+            elif self._paused_at is None and self._turn_config.early:
+                if frame.end_ms - self._speech_end_ms >= (self._turn_config.early_silence_ms or 0):
+                    self._paused_at = self._speech_end_ms
+                    events.append(UtterancePaused(**self._so_far(frame.end_ms)))
         else:
             started = self._check_start(frame, voiced)
             if started is not None:
@@ -202,6 +267,19 @@ class Endpointer:
         if not self._speaking or self._last_index is None:
             return None
         return self._finish("flush", detected_ms=(self._last_index + 1) * FRAME_MS)
+
+    def commit(self, speech_end_ms: int) -> UtteranceEnded | None:
+        """End the utterance now (reason ``"early"``), if it still ends its speech at ``speech_end_ms``
+        (that of the :class:`UtterancePaused` acted on); None when the caller spoke again since, or the
+        utterance already ended. It is not reported again; the endpointer listens for the next one."""
+        if not self._speaking or self._last_index is None or self._speech_end_ms != speech_end_ms:
+            return None
+        return self._finish("early", detected_ms=(self._last_index + 1) * FRAME_MS)
+
+    @property
+    def utterance_speech_end_ms(self) -> int | None:
+        """Where the utterance in progress last had speech (call ms), or None between utterances."""
+        return self._speech_end_ms if self._speaking else None
 
     # --- internals -----------------------------------------------------------------------
 
@@ -247,23 +325,24 @@ class Endpointer:
             return self._finish("max_length", detected_ms=frame.end_ms)
         return None
 
-    def _finish(self, reason: EndReason, detected_ms: int) -> UtteranceEnded:
+    def _so_far(self, detected_ms: int) -> dict:
+        """The fields shared by UtterancePaused and UtteranceEnded, for the utterance as it is now."""
         pcm_start_ms = self._pcm_start_index * FRAME_MS
         keep_until_ms = min(detected_ms, self._speech_end_ms + self._turn_config.tail_ms)
         keep_frames = math.ceil((keep_until_ms - pcm_start_ms) / FRAME_MS)
-        event = UtteranceEnded(
-            pcm=b"".join(self._pcm[:keep_frames]),
-            start_ms=self._start_ms,
-            speech_end_ms=self._speech_end_ms,
-            detected_ms=detected_ms,
-            reason=reason,
-            pcm_start_ms=pcm_start_ms,
-        )
+        return {
+            "pcm": b"".join(self._pcm[:keep_frames]), "start_ms": self._start_ms, "speech_end_ms": self._speech_end_ms,
+            "detected_ms": detected_ms, "pcm_start_ms": pcm_start_ms,
+        }
+
+    def _finish(self, reason: EndReason, detected_ms: int) -> UtteranceEnded:
+        event = UtteranceEnded(reason=reason, **self._so_far(detected_ms))
         self._reset_utterance()
         return event
 
     def _reset_utterance(self) -> None:
         self._speaking = False
+        self._paused_at = None
         self._pcm = []
         self._recent.clear()
         self._voiced_recently.clear()

@@ -8,6 +8,7 @@ and gets a ready model from :func:`load_or_train_default` (or asks a Rasa server
 
 from .bundled import bundled_asr_paths, bundled_data_paths, default_cache_dir, load_or_train_default
 from .classifier import IntentClassifier, IntentResult, IntentScore
+from .completeness import is_complete, open_ending
 from .dataset import DatasetError, Example, data_hash, load_examples, read_examples
 from .model import IntentModel, ModelLoadError
 from .rasa_backend import DEFAULT_TIMEOUT_S as DEFAULT_RASA_TIMEOUT_S
@@ -32,7 +33,9 @@ __all__ = [
     "bundled_data_paths",
     "data_hash",
     "default_cache_dir",
+    "is_complete",
     "load_examples",
     "load_or_train_default",
+    "open_ending",
     "read_examples",
 ]

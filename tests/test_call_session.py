@@ -104,7 +104,7 @@ def test_a_caller_who_talks_over_the_greeting_interrupts_it_and_is_heard_whole(p
             # Whisper gets the utterance with 300 ms of pre-roll and a 200 ms tail (15 + 50 + 10 frames).
             assert call.speech.asked[0] == ("transcribe", 75, ["es"])
             (utterance,) = (await call.record())["utterances"]
-            assert (utterance["start_ms"], utterance["speech_end_ms"], utterance["end_reason"]) == (1500, 2500, "silence")
+            assert (utterance["start_ms"], utterance["speech_end_ms"], utterance["end_reason"]) == (1500, 2500, "early")
             assert (utterance["text"], utterance["language"]) == (BILL, "es")
             assert call.prompts == ["greeting", "hold"]  # the interrupted greeting's end changed nothing
     run(go)
@@ -193,7 +193,7 @@ def test_a_caller_understood_after_a_reprompt_is_routed_by_the_second_utterance(
 
 def test_the_decision_records_how_long_each_part_of_the_callers_wait_took(phone):
     async def go():
-        async with phone.call() as call:
+        async with phone.call(settings={"endpointing.early_silence_ms": 0}) as call:  # early commit off
             await greeted(call)
             waited = await call.say(BILL, "billing_dispute", transcription_s=0.25, classification_s=0.004)
             assert waited == 600  # the endpointer's end-of-speech silence
@@ -203,6 +203,162 @@ def test_the_decision_records_how_long_each_part_of_the_callers_wait_took(phone)
                 "endpointing_ms": 600.0, "transcription_ms": 250.0, "classification_ms": 4.0,
                 "routing_ms": 0.0, "end_of_speech_to_decision_ms": 854.0,
             }
+    run(go)
+
+
+# --- early commit: deciding at a pause ---------------------------------------------------------------
+
+
+def test_a_complete_confident_request_is_committed_at_the_early_pause(phone):
+    async def go():
+        async with phone.call(settings=WITH_AGENT) as call:
+            await greeted(call)
+            waited = await call.say(BILL, "billing_dispute", transcription_s=0.25, classification_s=0.004)
+            # Transcribed and classified at the 300 ms pause (early_silence_ms), committed once the pause reached
+            # early_commit_silence_ms (460 ms), instead of end_silence_ms (600 ms).
+            assert waited == 460
+            assert (call.state, call.prompts) == (S.ACTING, ["greeting", "transfer"])
+            assert call.speech.methods_asked() == ["transcribe", "classify"]  # once each
+            record = await call.record()
+            (utterance,) = record["utterances"]
+            assert (utterance["end_reason"], utterance["text"], utterance["speech_end_ms"]) == ("early", BILL, 1000)
+            assert utterance["timings"] == {
+                "endpointing_ms": 714.0, "transcription_ms": 250.0, "early_commit": 1.0, "early_saved_ms": 140.0,
+            }  # endpointing_ms: the fake clock ran the 254 ms of understanding at the 300 ms pause, between frames
+            (decision,) = record["decisions"]
+            assert (decision["route"], decision["intent"]) == ("voice", "billing_dispute")
+            assert decision["timings"]["end_of_speech_to_decision_ms"] == 714.0  # 854 with the full silence
+    run(go)
+
+
+@pytest.mark.parametrize(
+    "first, intent, confidence, why",
+    [
+        ("Quiero saber el estado de mi", "order_status", 0.95, "ends with 'mi'"),
+        ("Me cobraron dos veces la factura", "billing_dispute", 0.6, "not confident"),
+        ("¿Cuál es la capital de Francia?", "out_of_scope", 0.99, "not understood"),
+    ],
+    ids=["ends open", "not confident", "out of scope"],
+)
+def test_words_that_are_not_a_complete_request_wait_for_the_full_silence_and_are_transcribed_once(
+    phone, first, intent, confidence, why
+):
+    async def go():
+        async with phone.call(settings=WITH_AGENT) as call:
+            await greeted(call)
+            waited = await call.say(first, intent, confidence)
+            assert waited == 600
+            assert call.speech.methods_asked() == ["transcribe", "classify"]  # the pause's, reused at the end
+            (utterance,) = (await call.record())["utterances"]
+            assert (utterance["end_reason"], utterance["text"]) == ("silence", first)
+            assert (utterance["timings"]["early_commit"], utterance["timings"]["speculation_reused"]) == (0.0, 1.0)
+            assert "early_saved_ms" not in utterance["timings"]
+    run(go)
+    from nlu import open_ending
+    assert (open_ending(first, "es") or ("not confident" if confidence < 0.8 else "not understood")) == why
+
+
+def test_a_caller_who_pauses_mid_request_is_not_cut_off_and_the_pause_is_dropped(phone):
+    async def go():
+        async with phone.call() as call:
+            await greeted(call)
+            # "quiero saber el estado de mi" … 400 ms … "pedido": the pause's words end open, the caller goes on.
+            waited = await call.pause_then_say("Quiero saber el estado de mi", "pedido", pause_ms=400,
+                                               first_intent="order_status", first_confidence=0.95,
+                                               intent="order_status", confidence=0.97)
+            assert waited == 460  # the whole request is complete at its own pause
+            assert call.state is S.CONSENTING
+            assert [a[0] for a in call.speech.asked] == ["transcribe", "classify", "transcribe", "classify"]
+            record = await call.record()
+            (utterance,) = record["utterances"]  # the pause's words are never recorded
+            assert (utterance["text"], utterance["start_ms"], utterance["end_reason"]) == (
+                "Quiero saber el estado de mi pedido", 0, "early")
+            assert record["transcript"] == "Quiero saber el estado de mi pedido"
+            assert await call.events("state") == [
+                {"from": "answered", "to": "greeting"}, {"from": "greeting", "to": "listening"},
+                {"from": "listening", "to": "transcribing"}, {"from": "transcribing", "to": "classifying"},
+                {"from": "classifying", "to": "deciding"}, {"from": "deciding", "to": "consenting"},
+            ]
+    run(go)
+
+
+def test_a_speculation_still_running_when_the_caller_speaks_again_is_dropped(phone):
+    async def go():
+        async with phone.call(settings=WITH_AGENT) as call:
+            await greeted(call)
+            busy = call.speech.hold("transcribe")
+            # Complete words at the pause, but Whisper is slow and the caller goes on before it answers.
+            call.speech.will_hear(BILL, language="es", elapsed_s=0.2)
+            await call.voice(1000)
+            await call.silence(400)
+            assert call.speech.methods_asked() == ["transcribe"]  # at 300 ms, still running
+            await call.voice(500)
+            busy.set()
+            await call.settle()
+            assert call.state is S.LISTENING  # the stale result decided nothing
+            assert call.speech.methods_asked() == ["transcribe"]  # nor was it classified
+            call.speech.gates.pop("transcribe")
+            waited = await call.say(f"{BILL} del mes pasado", "billing_dispute", 0.97, speech_ms=0)
+            assert waited == 460
+            record = await call.record()
+            assert [u["text"] for u in record["utterances"]] == [f"{BILL} del mes pasado"]
+            assert record["utterances"][0]["speech_end_ms"] == 1900
+            assert call.prompts == ["greeting", "transfer"]
+    run(go)
+
+
+def test_a_complete_request_is_not_committed_before_the_early_commit_silence_and_a_caller_who_goes_on_is_heard(phone):
+    async def go():
+        async with phone.call(settings=WITH_AGENT) as call:
+            await greeted(call)
+            # Understood at once (a fast server), complete and confident: still not decided on a 400 ms breath.
+            waited = await call.pause_then_say(BILL, "del mes pasado", pause_ms=400, first_intent="billing_dispute",
+                                               first_confidence=0.97, intent="billing_dispute", confidence=0.97)
+            assert waited == 460
+            assert [u["text"] for u in (await call.record())["utterances"]] == [f"{BILL} del mes pasado"]
+    run(go)
+
+
+def test_a_caller_who_hangs_up_during_the_speculation_keeps_what_they_said(phone):
+    async def go():
+        async with phone.call() as call:
+            await greeted(call)
+            busy = call.speech.hold("transcribe")
+            await call.start_speaking(800, heard="Quiero saber dónde está mi pedido")
+            await call.silence(300)
+            assert call.speech.methods_asked() == ["transcribe"]  # the speculation, held
+            assert call.state is S.LISTENING
+            asyncio.get_running_loop().call_soon(busy.set)  # Whisper answers right after the hangup arrives
+            await call.hang_up()
+            record = await call.ended()
+            assert record["outcome"] == "abandoned"
+            (utterance,) = record["utterances"]
+            assert (utterance["text"], utterance["end_reason"]) == ("Quiero saber dónde está mi pedido", "flush")
+            assert call.speech.methods_asked() == ["transcribe"]  # reused, not run again; nothing classified
+            assert record["decisions"] == []
+    run(go)
+
+
+def test_no_speculation_while_utterances_wait_for_whisper(phone):
+    async def go():
+        async with phone.call(settings=WITH_AGENT) as call:
+            await greeted(call)
+            call.speech.backlog = 2
+            assert await call.say(BILL, "billing_dispute") == 600  # transcribed at its end, as without early commit
+            assert call.speech.methods_asked() == ["transcribe", "classify"]
+            (utterance,) = (await call.record())["utterances"]
+            assert (utterance["timings"]["early_commit"], utterance["timings"]["speculation_reused"]) == (0.0, 0.0)
+    run(go)
+
+
+def test_yes_no_turns_keep_their_own_short_silence_and_are_never_committed_early(phone):
+    async def go():
+        async with phone.call() as call:
+            await asked_for_consent(call)
+            await call.prompt_ends()
+            assert await call.answer("yes", speech_ms=400) == 400  # whatsapp.consent.silence_ms, no speculation
+            assert call.speech.methods_asked()[-1] == "recognize_yes_no"
+            assert call.speech.methods_asked().count("transcribe") == 1  # the request's only
     run(go)
 
 
@@ -650,12 +806,15 @@ async def _on_hold(call: Call) -> str:
 
 
 def _while_the_gateway(method: str, said: str = BILL, intent: str = "billing_dispute"):
+    state = {"transcribe": S.TRANSCRIBING, "classify": S.CLASSIFYING}[method]
+
     async def reach(call: Call) -> str:
-        """The gateway is still working on what the caller said (``method`` is busy)."""
+        """The gateway is still working on what the caller said (``method`` is busy; the speculation at the
+        pause already asked for it, so the utterance waits for that one at the full silence)."""
         busy = call.speech.hold(method)
         await greeted(call)
         await call.say(said, intent, settle=False)
-        await call.until(lambda: method in call.speech.methods_asked(), settle=False)
+        await call.until(lambda: call.state is state, settle=False)
         asyncio.get_running_loop().call_soon(busy.set)  # done right after the caller's hangup is posted
         return said
     return reach
@@ -757,7 +916,7 @@ def test_an_illegal_transition_is_refused_and_the_call_fails_with_500(phone, mon
             record = await call.ended()
             assert (record["outcome"], record["ended_by"]) == ("failed", "gateway")
             assert (await call.events("state"))[-1] == {"from": "greeting", "to": "listening"}  # the refused one is not recorded
-            assert call.speech.methods_asked() == []
+            assert record["utterances"] == []  # the speculation at the pause was heard, but nothing was kept
     run(go)
     (failure,) = [r for r in caplog.records if r.exc_info]
     assert failure.exc_info[0] is RuntimeError

@@ -95,6 +95,7 @@ PART_OPTIONS = {
         "speech_start_ms": ("endpointing.speech_start_ms", 60, 60),
         "speech_start_ratio": ("endpointing.speech_start_ratio", 0.5, 0.5),
         "end_silence_ms": ("endpointing.end_silence_ms", 400, 400),
+        "early_silence_ms": ("endpointing.early_silence_ms", 200, 200),
         "max_utterance_ms": ("endpointing.max_utterance_ms", 9000, 9000),
         "no_input_ms": ("endpointing.no_input_ms", 3000, 3000),
         "pre_roll_ms": ("endpointing.pre_roll_ms", 100, 100),

@@ -10,8 +10,10 @@ from models.endpointing import (
     Endpointer,
     EndpointerConfig,
     NoInput,
+    SpeechResumed,
     SpeechStarted,
     UtteranceEnded,
+    UtterancePaused,
 )
 from models.vad import SpeechExtent, VoiceActivityDetector, WebRtcVad, speech_extent
 
@@ -37,7 +39,11 @@ def run(endpointer: Endpointer, frames: list[AudioFrame]) -> list[object]:
 
 
 CFG = EndpointerConfig(
-    speech_start_ms=100, speech_start_ratio=0.8, end_silence_ms=600,
+    speech_start_ms=100, speech_start_ratio=0.8, end_silence_ms=600, early_silence_ms=None,
+    max_utterance_ms=15_000, no_input_ms=5_000, pre_roll_ms=300, tail_ms=200,
+)
+EARLY = EndpointerConfig(
+    speech_start_ms=100, speech_start_ratio=0.8, end_silence_ms=600, early_silence_ms=300,
     max_utterance_ms=15_000, no_input_ms=5_000, pre_roll_ms=300, tail_ms=200,
 )
 
@@ -131,7 +137,7 @@ def test_flush_returns_the_unfinished_utterance_and_nothing_when_silent():
 
 def test_per_turn_config_shortens_the_end_silence_for_that_turn_only():
     endpointer = Endpointer(NonZeroVad(), CFG)
-    endpointer.begin_turn(0, EndpointerConfig(end_silence_ms=300))
+    endpointer.begin_turn(0, EndpointerConfig(end_silence_ms=300, early_silence_ms=None))
     first = [e for e in run(endpointer, scripted("1" * 20 + "0" * 40)) if isinstance(e, UtteranceEnded)]
     assert first[0].endpointing_wait_ms == 300
     endpointer.begin_turn(60)
@@ -183,6 +189,63 @@ def test_config_rejects_values_that_cannot_work():
         EndpointerConfig(speech_start_ratio=0)
     with pytest.raises(ValueError):
         EndpointerConfig(end_silence_ms=0)
+    for early in (600, 700, 10):
+        with pytest.raises(ValueError, match="early_silence_ms"):
+            EndpointerConfig(end_silence_ms=600, early_silence_ms=early)
+    assert not EndpointerConfig(early_silence_ms=0).early and not EndpointerConfig(early_silence_ms=None).early
+
+
+# --- early commit: the tentative pause, resuming, committing ------------------------------------
+
+
+def test_a_pause_is_reported_once_at_early_silence_then_the_utterance_ends_as_before():
+    events = run(Endpointer(NonZeroVad(), EARLY), scripted("0" * 50 + "1" * 40 + "0" * 40))
+    assert [type(e).__name__ for e in events] == ["SpeechStarted", "UtterancePaused", "UtteranceEnded"]
+    paused, ended = events[1], events[2]
+    assert (paused.start_ms, paused.speech_end_ms, paused.detected_ms) == (1000, 1800, 1800 + 300)
+    assert paused.pause_ms == 300 and paused.pcm_start_ms == ended.pcm_start_ms == 700
+    assert paused.pcm == ended.pcm == SILENT * 15 + VOICED * 40 + SILENT * 10  # the same words, trimmed the same
+    assert (ended.reason, ended.detected_ms) == ("silence", 1800 + 600)
+
+
+def test_speech_after_the_pause_resumes_the_utterance_and_the_pause_is_stale():
+    frames = scripted("0" * 20 + "1" * 50 + "0" * 20 + "1" * 30 + "0" * 40)  # a 400 ms pause inside
+    events = run(Endpointer(NonZeroVad(), EARLY), frames)
+    assert [type(e).__name__ for e in events] == [
+        "SpeechStarted", "UtterancePaused", "SpeechResumed", "UtterancePaused", "UtteranceEnded"]
+    first, resumed, second, ended = events[1:]
+    assert resumed == SpeechResumed(at_ms=90 * FRAME_MS, paused_speech_end_ms=first.speech_end_ms)
+    assert first.speech_end_ms == 70 * FRAME_MS != ended.speech_end_ms == second.speech_end_ms == 120 * FRAME_MS
+    assert ended.start_ms == first.start_ms  # one utterance, whole
+
+
+def test_commit_ends_the_utterance_at_the_pause_and_it_is_not_reported_again():
+    endpointer = Endpointer(NonZeroVad(), EARLY)
+    events = run(endpointer, scripted("0" * 20 + "1" * 50 + "0" * 17))
+    paused = events[-1]
+    assert isinstance(paused, UtterancePaused)
+    committed = endpointer.commit(paused.speech_end_ms)
+    assert committed is not None and committed.reason == "early"
+    assert (committed.start_ms, committed.speech_end_ms, committed.detected_ms) == (400, 1400, 87 * FRAME_MS)
+    assert committed.endpointing_wait_ms == 340 and committed.pcm == paused.pcm
+    assert run(endpointer, scripted("0" * 40, start_index=87)) == []  # no UtteranceEnded for it later
+    assert endpointer.commit(paused.speech_end_ms) is None and endpointer.flush() is None
+
+
+def test_commit_refuses_a_stale_pause():
+    endpointer = Endpointer(NonZeroVad(), EARLY)
+    events = run(endpointer, scripted("0" * 20 + "1" * 50 + "0" * 16 + "1" * 5))
+    paused = next(e for e in events if isinstance(e, UtterancePaused))
+    assert endpointer.commit(paused.speech_end_ms) is None  # the caller spoke again
+    (ended,) = [e for e in run(endpointer, scripted("0" * 30, start_index=91)) if isinstance(e, UtteranceEnded)]
+    assert ended.speech_end_ms == 91 * FRAME_MS
+
+
+def test_a_turn_without_early_silence_reports_no_pause():
+    endpointer = Endpointer(NonZeroVad(), EARLY)
+    endpointer.begin_turn(0, EndpointerConfig(end_silence_ms=400, early_silence_ms=None))
+    events = run(endpointer, scripted("1" * 20 + "0" * 30))
+    assert [type(e).__name__ for e in events] == ["SpeechStarted", "UtteranceEnded"]
 
 
 # --- real speech with webrtcvad -------------------------------------------------------------

@@ -15,6 +15,15 @@ transition goes through ``_enter`` (checked against ``TRANSITIONS`` and persiste
     deciding (voice, with queues) → queued ⇄ offering (WhatsApp at the SLA) → deciding (accepted)
                                       │  └──────┴─→ connected (an agent answered) → ended
                                       └→ acting (waited past the queue's max_wait_s: goodbye)
+
+Early commit (``endpointing.early_silence_ms``): at a short pause the endpointer reports
+``UtterancePaused`` and keeps listening; the session transcribes and classifies those words
+*speculatively*, in the background, still ``listening``. When that finishes (``SpeculationDone``, in
+order with the frames, so any speech since has been heard) and the caller has not spoken again, a
+confident intent on words that do not end open (``nlu.completeness``) commits the utterance there
+(``Endpointer.commit``), once the pause has lasted ``endpointing.early_commit_silence_ms`` (a fast
+server must not decide at every 300 ms breath: pauses inside a sentence run to 500 ms). Otherwise the turn waits for the full silence and reuses the transcript (one
+Whisper run); if the caller speaks on, the speculation is dropped: never recorded, never deciding.
 """
 from __future__ import annotations
 
@@ -41,7 +50,19 @@ from gateway.queue.tickets import Ticket
 from gateway.store import DecisionRecord, NewCall, OutboundMessage, Recovery, Store, UtteranceRecord, utcnow
 from gateway.whatsapp.account import AccountHealth
 from gateway.whatsapp.templates import documents_payload, followup_payload
-from models import FRAME_MS, AudioFrame, Endpointer, EndpointerConfig, NoInput, SpeechStarted, UtteranceEnded
+from models import (
+    FRAME_MS,
+    AudioFrame,
+    Endpointer,
+    EndpointerConfig,
+    NoInput,
+    SpeechResumed,
+    SpeechStarted,
+    Transcript,
+    UtteranceEnded,
+    UtterancePaused,
+)
+from nlu import OUT_OF_SCOPE, IntentResult, open_ending
 from sip import CallEnded, CallMediaReady, DtmfReceived, IncomingCall, PlaybackFinished, TransferUpdate
 
 log = logging.getLogger(__name__)
@@ -138,6 +159,48 @@ class DocumentsRequested:
     by: str
 
 
+def not_early(transcript: Transcript, result: IntentResult, *, min_confidence: float) -> str | None:
+    """The early-commit rule: why the words of a pause are not (yet) a complete request, or None when they are.
+
+    A complete request is one the intent model is sure of (an intent, not out_of_scope nor a fallback, at
+    ``min_confidence`` or more) in words that do not end open (:func:`nlu.open_ending`: "de", "mi", "and",
+    "the", "um", a number being dictated…).
+    """
+    if not transcript.text:
+        return "no words"
+    if result.intent in (None, OUT_OF_SCOPE) or result.fallback:
+        return "not understood"
+    if result.confidence < min_confidence:
+        return "not confident"
+    return open_ending(transcript.text, transcript.language)
+
+
+class _Speculation:
+    """The words of one pause, transcribed (and classified) before the caller is known to be done."""
+
+    def __init__(self, paused: UtterancePaused) -> None:
+        self.paused = paused
+        self.transcribed = asyncio.Event()  # set once transcript (or error) is known
+        self.finished = asyncio.Event()  # set once the classification (or error) is known too
+        self.transcript: Transcript | None = None
+        self.result: tuple[IntentResult, float] | None = None
+        self.error: Exception | None = None
+        self.dropped = False  # the caller spoke again, or the turn moved on: its result is never used
+        self.complete = False  # a complete request: commit once the pause is long enough
+        self.task: asyncio.Task[None] | None = None
+
+    def of(self, event: UtteranceEnded) -> bool:
+        """Whether ``event`` is the utterance as it was at this pause (no speech since)."""
+        return (event.start_ms, event.speech_end_ms) == (self.paused.start_ms, self.paused.speech_end_ms)
+
+
+@dataclass(frozen=True)
+class SpeculationDone:
+    """A speculative transcription (and classification) finished; posted to the session's inbox."""
+
+    speculation: _Speculation
+
+
 @dataclass
 class SessionDeps:
     settings: Settings
@@ -204,6 +267,8 @@ class CallSession:
         self._offer_reason: str | None = None
         self._queue_timers: dict[type, asyncio.TimerHandle] = {}  # the next of each kind (offer check, announcement…)
         self._record = CallRecorder(deps.store, call.call_id)
+        self._speculation: _Speculation | None = None  # the current pause's, while the caller may go on
+        self._speculating: set[asyncio.Task[None]] = set()  # every speculation still running
         self.done = asyncio.Event()
 
     @property
@@ -247,12 +312,16 @@ class CallSession:
             for timer in [self._hold_timer, *self._queue_timers.values()]:
                 if timer is not None:
                     timer.cancel()
+            for task in list(self._speculating):
+                task.cancel()  # nobody is left to use them
             self.done.set()
 
     async def _handle(self, item: object) -> None:
         match item:
             case FrameIn(frame=frame, arrived=arrived):
                 await self._on_frame(frame, arrived)
+            case SpeculationDone(speculation=speculation):
+                await self._on_speculation_done(speculation)
             case CallMediaReady():
                 if self.state is CallState.ANSWERED:
                     await self._enter(CallState.GREETING)
@@ -309,6 +378,10 @@ class CallSession:
                 await self._on_offer_answer(event)
             elif isinstance(event, UtteranceEnded):
                 await self._on_utterance(event)
+            elif isinstance(event, UtterancePaused) and self.state is CallState.LISTENING:
+                self._speculate(event)
+            elif isinstance(event, SpeechResumed):
+                self._drop_speculation()
             elif isinstance(event, NoInput) and self.state is CallState.CONSENTING and self._playback is None:
                 # Silence while the question plays is listening; the wait for the answer starts when it ends.
                 await self._settle_consent(None, "no answer")
@@ -318,8 +391,11 @@ class CallSession:
                 await self._on_no_input(event)
             if self.state not in _HEARING:
                 break
+        if self.state is CallState.LISTENING and self._speculation is not None and self._speculation.complete:
+            await self._commit_if_due()
 
     async def _on_speech_started(self, event: SpeechStarted) -> None:
+        self._drop_speculation()  # a new utterance: the last pause's words are not of it
         if self._playback is not None:  # barge-in: the caller talks over the prompt
             self._stop_prompt()
             await self._event("barge_in", {"at_ms": event.start_ms})
@@ -351,12 +427,114 @@ class CallSession:
         await self._enter(CallState.DECIDING)
         await self._decide_and_act(final, Understanding(None, 0.0), utterance_seq=None, timings={})
 
+    # --- early commit: speculating on a pause ---------------------------------------------
+
+    def _speculate(self, paused: UtterancePaused) -> None:
+        """Transcribe and classify the words so far in the background; the turn keeps listening. Not while
+        utterances wait for Whisper: a speculation the caller talks over is a run wasted, and on a busy node
+        it would delay other callers' finished turns (this one is then transcribed at its end, as before)."""
+        self._drop_speculation()
+        if self._deps.speech.backlog > 0:
+            return
+        speculation = self._speculation = _Speculation(paused)
+        speculation.task = asyncio.create_task(self._run_speculation(speculation))
+        self._speculating.add(speculation.task)
+        speculation.task.add_done_callback(self._speculating.discard)
+
+    async def _run_speculation(self, speculation: _Speculation) -> None:
+        d = self._deps
+        try:
+            transcript = await d.speech.transcribe(pcm=speculation.paused.pcm, languages=self._transcription_languages())
+            speculation.transcript = transcript
+            speculation.transcribed.set()
+            if transcript.text and not speculation.dropped and not self._ending:
+                speculation.result = await d.speech.classify(text=transcript.text)
+        except Exception as exc:  # noqa: BLE001 — kept; the utterance's own path runs (and meets it) again
+            speculation.error = exc
+        finally:
+            speculation.transcribed.set()
+            speculation.finished.set()
+        self.post(SpeculationDone(speculation))
+
+    def _drop_speculation(self) -> None:
+        if self._speculation is not None:
+            self._speculation.dropped = True
+            self._speculation = None
+
+    async def _on_speculation_done(self, speculation: _Speculation) -> None:
+        """Commit early if the words so far are a complete, confident request and the caller is still quiet."""
+        if speculation is not self._speculation or speculation.dropped or self._ending:
+            return
+        if self.state is not CallState.LISTENING:
+            self._drop_speculation()
+            return
+        if self._not_early(speculation) is not None:
+            return  # wait for the full silence; the transcript is reused then
+        speculation.complete = True
+        await self._commit_if_due()
+
+    async def _commit_if_due(self) -> None:
+        """Commit the current speculation's utterance if it is complete and the pause has lasted long enough."""
+        speculation = self._speculation
+        if speculation is None or not speculation.complete or speculation.dropped or self.state is not CallState.LISTENING:
+            return
+        silence_ms = (self._last_index + 1) * FRAME_MS - speculation.paused.speech_end_ms
+        if silence_ms < self._deps.settings.endpointing.early_commit_silence_ms:
+            return  # checked again on the next frame
+        ended = self._deps.endpointer.commit(speculation.paused.speech_end_ms)
+        if ended is not None:
+            await self._on_utterance(ended)
+
+    def _not_early(self, speculation: _Speculation) -> str | None:
+        """Why these words do not decide the turn before the full silence, or None when they may."""
+        if speculation.error is not None or speculation.transcript is None or speculation.result is None:
+            return "no result"
+        return not_early(speculation.transcript, speculation.result[0],
+                         min_confidence=self._deps.settings.endpointing.early_commit_min_confidence)
+
+    def _speculation_of(self, event: UtteranceEnded) -> _Speculation | None:
+        """The current speculation, taken, if it is of ``event`` and has a transcript (or may still get one)."""
+        speculation, self._speculation = self._speculation, None
+        if speculation is None or speculation.dropped or not speculation.of(event):
+            if speculation is not None:
+                speculation.dropped = True
+            return None
+        if speculation.transcribed.is_set() and speculation.transcript is None:
+            return None  # it failed (e.g. Whisper was saturated then): transcribe again now
+        return speculation
+
+    async def _transcribe(self, pcm: bytes, speculation: _Speculation | None) -> Transcript:
+        if speculation is not None:
+            await speculation.transcribed.wait()
+            if speculation.transcript is not None:
+                return speculation.transcript
+        return await self._deps.speech.transcribe(pcm=pcm, languages=self._transcription_languages())
+
+    async def _classify(self, text: str, speculation: _Speculation | None) -> tuple[IntentResult, float]:
+        if speculation is not None:
+            await speculation.finished.wait()
+            if speculation.result is not None:
+                return speculation.result
+        return await self._deps.speech.classify(text=text)
+
+    def _early_timings(self, event: UtteranceEnded, speculation: _Speculation | None) -> dict[str, float]:
+        """With early commit on: whether this utterance was committed early, and the silence that saved."""
+        config = self._deps.endpointer.config
+        if not config.early:
+            return {}
+        if event.reason != "early":
+            return {"early_commit": 0.0, "speculation_reused": 1.0 if speculation is not None else 0.0}
+        return {"early_commit": 1.0, "early_saved_ms": float(config.end_silence_ms - event.endpointing_wait_ms)}
+
+    # --- the caller's utterance ------------------------------------------------------------
+
     async def _on_utterance(self, event: UtteranceEnded) -> None:
+        speculation = self._speculation_of(event)
         await self._enter(CallState.TRANSCRIBING)
         end_arrival = self._arrival_of(event.speech_end_ms)
         detected_arrival = self._arrival_of(event.detected_ms)
         try:
-            transcript = await self._deps.speech.transcribe(event.pcm, self._transcription_languages())
+            transcript = await self._transcribe(event.pcm, speculation)
         except AsrSaturated as exc:
             await self._asr_saturated(exc, end_arrival, detected_arrival)
             return
@@ -364,6 +542,7 @@ class CallSession:
         timings = {
             "endpointing_ms": _ms(detected_arrival - end_arrival),
             "transcription_ms": _ms(transcript.elapsed_s),
+            **self._early_timings(event, speculation),
         }
         await self._save_utterance(seq, event, transcript, timings)
         if self._ending:
@@ -373,7 +552,7 @@ class CallSession:
             heard = Understanding(None, 0.0)
         else:
             await self._enter(CallState.CLASSIFYING)
-            result, nlu_s = await self._deps.speech.classify(transcript.text)
+            result, nlu_s = await self._classify(transcript.text, speculation)
             timings["classification_ms"] = _ms(nlu_s)
             if self._ending:
                 return
@@ -535,7 +714,8 @@ class CallSession:
     def _consent_turn(self) -> EndpointerConfig:
         """A yes/no answer is short: end it sooner, and wait less for it."""
         policy = self._deps.settings.whatsapp.consent
-        return replace(self._deps.endpointer.config, end_silence_ms=policy.silence_ms, no_input_ms=policy.no_input_ms)
+        return replace(self._deps.endpointer.config, end_silence_ms=policy.silence_ms, no_input_ms=policy.no_input_ms,
+                       early_silence_ms=None)  # a yes/no answer is not classified: no early commit, its own silence
 
     async def _ask_consent(self) -> None:
         await self._enter(CallState.CONSENTING)
@@ -676,7 +856,8 @@ class CallSession:
         """The offer's yes/no answer: its own end-of-speech silence and wait, per queue."""
         assert self._ticket is not None
         offer = self._deps.settings.queues[self._ticket.queue].offer
-        return replace(self._deps.endpointer.config, end_silence_ms=offer.silence_ms, no_input_ms=offer.no_input_ms)
+        return replace(self._deps.endpointer.config, end_silence_ms=offer.silence_ms, no_input_ms=offer.no_input_ms,
+                       early_silence_ms=None)
 
     async def _on_offer_answer(self, event: UtteranceEnded) -> None:
         try:
@@ -788,9 +969,10 @@ class CallSession:
         return plan
 
     async def _save_last_words(self, partial: UtteranceEnded) -> None:
-        """What the caller was saying when they hung up, kept in the record (nothing is decided on it)."""
+        """What the caller was saying when they hung up, kept in the record (nothing is decided on it); a
+        speculation on those same words (the caller hung up during a pause) is reused."""
         try:
-            transcript = await self._deps.speech.transcribe(partial.pcm, self._transcription_languages())
+            transcript = await self._transcribe(partial.pcm, self._speculation_of(partial))
         except AsrSaturated as exc:
             await self._saturated(exc)
             return

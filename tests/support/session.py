@@ -19,6 +19,8 @@ WhatsApp account's state (what Meta said about the templates), which are the rea
   "fills up" at a chosen operation.
 - Time is a ``FakeClock`` (``SessionDeps.clock``): each frame advances it by 20 ms and arrives at
   that time; a transcription or a classification advances it by the time the script says it took.
+  Early commit is on (the default ``endpointing.early_silence_ms``): at a pause the session asks for
+  a speculative transcription, which the script answers as it would the utterance's.
 
 ``Call`` drives one session: it posts what the SIP edge would, and after each step waits (bounded)
 until the session is idle, i.e. blocked on an empty inbox, so a test reads as a sequence of
@@ -161,6 +163,7 @@ class ScriptedSpeech:
 
     asr_model = "whisper-scripted"
     nlu_version = "nlu-scripted"
+    backlog = 0  # utterances waiting for a worker (a test may say Whisper is behind)
 
     def __init__(self, clock: FakeClock) -> None:
         self._clock = clock
@@ -361,6 +364,12 @@ class Call:
             self._send(VOICED)
         await self.settle()
 
+    async def voice(self, ms: int) -> None:
+        """Speak for ``ms``; what Whisper hears of it is the test's to script."""
+        for _ in range(ms // FRAME_MS):
+            self._send(VOICED)
+        await self.settle()
+
     async def silence(self, ms: int) -> None:
         for _ in range(ms // FRAME_MS):
             self._send(SILENT)
@@ -383,8 +392,13 @@ class Call:
         await self.settle()
 
     async def settle(self) -> None:
-        """Wait until the session has handled everything posted (or has ended)."""
-        await first_of(self._inbox.idle, self.session.done, what=f"the session is still busy (state {self.state.value})")
+        """Wait until the session has handled everything posted (or has ended), including what its background
+        work posts back (a speculative transcription, unless held: it runs within a loop turn of being started)."""
+        while True:
+            await first_of(self._inbox.idle, self.session.done, what=f"the session is still busy (state {self.state.value})")
+            await asyncio.sleep(0)
+            if self.session.done.is_set() or self._inbox.idle.is_set():
+                return
 
     async def until(self, condition: Callable[[], bool], timeout_s: float = SETTLE_S, *, settle: bool = True) -> None:
         """Wait for something the session does on its own (a timer); ``settle=False`` while it is meant to stay busy."""
@@ -438,15 +452,33 @@ class Call:
         for _ in range(speech_ms // FRAME_MS):
             self._send(VOICED)
         await self.settle()
-        self.speech.called.clear()
+        state, commands = self.state, len(self.telephony.commands)
+
+        def took() -> bool:
+            return self.session.done.is_set() or self.state is not state or len(self.telephony.commands) != commands
+
         for n in range(1, 3000 // FRAME_MS + 1):
             self._send(SILENT)
-            await first_of(self._inbox.idle, self.session.done, self.speech.called, what="the utterance's end")
-            if self.speech.called.is_set() or self.session.done.is_set():
-                if settle:
-                    await self.settle()
+            if settle:
+                await self.settle()
+            else:  # the gateway is meant to stay busy: wait until it has handled the frame, or has moved on
+                await self.until(lambda: self._inbox.idle.is_set() or took(), settle=False)
+            if took():
                 return n * FRAME_MS
         raise AssertionError(f"the gateway never took the utterance (state {self.state.value})")
+
+    async def pause_then_say(self, first: str, rest: str, *, pause_ms: int, intent: str | None = None,
+                             confidence: float = 0.93, first_intent: str | None = None, first_confidence: float = 0.93,
+                             language: str = "es", speech_ms: int = 1000) -> int:
+        """Say ``first``, pause ``pause_ms`` (long enough for a speculation on it, shorter than the end of
+        speech), then say ``rest``: Whisper hears ``first`` at the pause and ``first + rest`` at the end."""
+        self.speech.will_hear(first, language=language, elapsed_s=0.2)
+        self.speech.will_classify(first, first_intent or "out_of_scope", first_confidence, elapsed_s=0.004)
+        for _ in range(speech_ms // FRAME_MS):
+            self._send(VOICED)
+        await self.settle()
+        await self.silence(pause_ms)
+        return await self.say(f"{first} {rest}", intent, confidence, language=language, speech_ms=speech_ms)
 
 
 @contextlib.asynccontextmanager
