@@ -177,7 +177,7 @@ class BiasingSettings(_Section):
 class AsrSettings(_Section):
     """Whisper: the fields of :class:`models.transcribe.TranscriberConfig`, same names and defaults,
     except ``workers`` (its ``num_workers``) and ``languages``, which come from ``lines``; plus the
-    gateway's own ``max_wait_s`` and ``biasing``."""
+    gateway's own ``max_wait_s``, ``second_opinion`` and ``biasing``."""
 
     model: str = _part_field(
         TranscriberConfig, "model", min_length=1,
@@ -198,10 +198,6 @@ class AsrSettings(_Section):
         "is not queued: its call takes the voice route at once. null: no bound.",
     )
     beam_size: int = _part_field(TranscriberConfig, "beam_size", ge=1, description="1 (greedy) is ~2x cheaper than 5, as accurate on short utterances.")
-    alternatives: int = _part_field(
-        TranscriberConfig, "alternatives", ge=1, le=5,
-        description="Hypotheses per utterance, classified together (above 1: a beam search of that width).",
-    )
     window_padding_s: float = _part_field(
         TranscriberConfig, "window_padding_s", ge=0, description="Silence appended after the utterance before encoding."
     )
@@ -219,6 +215,11 @@ class AsrSettings(_Section):
     max_tokens_base: int = _part_field(TranscriberConfig, "max_tokens_base", ge=0, description="Tokens allowed on top of max_tokens_per_second.")
     min_speech_ms: int = _part_field(
         TranscriberConfig, "min_speech_ms", ge=0, description="Audio given without its speech end and with less voiced audio (per webrtcvad) is not decoded."
+    )
+    second_opinion: int = Field(
+        3, ge=0, le=5,
+        description="When the first reading of a reason is unsure (out of scope or under routing.min_confidence), Whisper "
+        "decodes it again with this many hypotheses (a beam that wide) and they are classified together; 0: never.",
     )
     biasing: BiasingSettings = Field(default_factory=BiasingSettings)
 
@@ -724,7 +725,7 @@ class Settings(_Section):
 
     def transcriber_config(self) -> TranscriberConfig:
         return TranscriberConfig(
-            **self.asr.model_dump(exclude={"workers", "max_wait_s", "biasing"}),
+            **self.asr.model_dump(exclude={"workers", "max_wait_s", "second_opinion", "biasing"}),
             num_workers=self.asr.workers,  # YAML key kept from before the part's name
             languages=self.languages,  # callers may speak what their lines allow, nothing else
         )

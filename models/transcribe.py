@@ -60,9 +60,6 @@ class TranscriberConfig:
       num_workers: utterances decoded in parallel (calls from more threads wait their turn).
         On 2 cores, 1 worker × 2 threads gives the lowest latency per utterance.
       beam_size: 1 (greedy) is ~2× cheaper than 5 and as accurate on short utterances.
-      alternatives: hypotheses returned per utterance (``Transcript.alternatives``); above 1
-        the decoder runs a beam search of at least that width, so one misheard word need
-        not decide the call (the gateway classifies them together).
       languages: the languages a caller may speak; detection chooses among these only.
       window_padding_s: silence appended after the utterance before encoding; Whisper
         needs audio after the last word to close its last segment.
@@ -88,7 +85,6 @@ class TranscriberConfig:
     cpu_threads: int = 0
     num_workers: int = 1
     beam_size: int = 1
-    alternatives: int = 1
     languages: tuple[str, ...] = ("es", "en")
     window_padding_s: float = 1.0
     no_speech_threshold: float = 0.6
@@ -182,6 +178,7 @@ class Transcriber:
         languages: Sequence[str] | None = None,
         speech_end_s: float | None = None,
         prompt: Mapping[str, str] | None = None,
+        alternatives: int = 1,
     ) -> Transcript:
         """Transcribe one utterance (≤ ~28 s) of 16 kHz mono audio.
 
@@ -205,7 +202,13 @@ class Transcriber:
         Whisper as if it had been said just before ("pedido, envío, factura, póliza…"; see
         :func:`biasing_prompt`). Whisper is known to repeat a prompt over silence or noise, so
         a text made only of the prompt's own words in its order is dropped as ``"prompt_echo"``.
+
+        ``alternatives`` above 1 returns that many hypotheses (``Transcript.alternatives``) from a
+        beam search at least that wide: what else Whisper thought it heard, so that one misheard
+        word need not decide the call. Costs a slower decode (see benchmarks/asr.py).
         """
+        if alternatives < 1:
+            raise ValueError(f"alternatives must be ≥ 1, got {alternatives}")
         started = time.perf_counter()
         samples = as_float32(audio)
         duration = len(samples) / SAMPLE_RATE
@@ -230,7 +233,7 @@ class Transcriber:
         encoded = time.perf_counter()
         lang, lang_prob = self._choose_language(encoder_output, candidates)
         bias = (prompt or {}).get(lang)
-        hypotheses, no_speech_prob = self._decode(encoder_output, lang, duration, speech_end_s, bias)
+        hypotheses, no_speech_prob = self._decode(encoder_output, lang, duration, speech_end_s, bias, alternatives)
         decoded = time.perf_counter()
         text, avg_logprob = hypotheses[0].text, hypotheses[0].avg_logprob
 
@@ -320,7 +323,7 @@ class Transcriber:
         return best, restricted[best] / total
 
     def _decode(
-        self, encoder_output, language: str, duration: float, speech_end: float, bias: str | None = None,
+        self, encoder_output, language: str, duration: float, speech_end: float, bias: str | None, alternatives: int,
     ) -> tuple[tuple[Alternative, ...], float]:
         tokenizer = self._tokenizer(language)
         prompt = list(tokenizer.sot_sequence)  # timestamps on: no <|notimestamps|>
@@ -332,8 +335,8 @@ class Transcriber:
         result = self._ct2.generate(
             encoder_output,
             [prompt],
-            beam_size=max(self.config.beam_size, self.config.alternatives),
-            num_hypotheses=self.config.alternatives,
+            beam_size=max(self.config.beam_size, alternatives),
+            num_hypotheses=alternatives,
             max_length=min(_MAX_DECODER_LENGTH, len(prompt) + max_new),
             return_scores=True,
             return_no_speech_prob=True,

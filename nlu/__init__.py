@@ -7,7 +7,7 @@ and gets a ready model from :func:`load_or_train_default` (or asks a Rasa server
 """
 
 from .bundled import bundled_asr_paths, bundled_data_paths, default_cache_dir, load_or_train_default
-from .classifier import IntentClassifier, IntentResult, IntentScore
+from .classifier import IntentClassifier, IntentResult, IntentScore, combine_readings
 from .completeness import is_complete, open_ending
 from .dataset import DatasetError, Example, data_hash, load_examples, read_examples
 from .model import IntentModel, ModelLoadError
@@ -25,6 +25,7 @@ __all__ = [
     "IntentModel",
     "IntentResult",
     "IntentScore",
+    "combine_readings",
     "ModelLoadError",
     "OUT_OF_SCOPE",
     "RasaAnswerError",

@@ -6,12 +6,18 @@ Any backend (the bundled numpy model, a remote Rasa server) implements
 
 from __future__ import annotations
 
+import math
+from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["IntentClassifier", "IntentResult", "IntentScore", "RANKING_SIZE"]
+__all__ = ["ALTERNATIVES_SHARPNESS", "IntentClassifier", "IntentResult", "IntentScore", "RANKING_SIZE", "combine_readings"]
 
 RANKING_SIZE = 10  # Rasa's default intent_ranking length
+# How much a hypothesis's average log-probability weighs: a hypothesis 0.23 (= ln 2 / 3) less likely
+# per token than another counts half as much. Chosen on ASR transcripts of held-out texts (1, 3, 10 tried).
+ALTERNATIVES_SHARPNESS = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,3 +64,27 @@ class IntentClassifier(Protocol):
     def version(self) -> str: ...
 
     def parse(self, text: str) -> IntentResult: ...
+
+
+def combine_readings(readings: Sequence[tuple[IntentResult, float]], *, sharpness: float = ALTERNATIVES_SHARPNESS) -> IntentResult:
+    """One result from the results of several hypotheses of one utterance, each with its average
+    token log-probability: every intent's confidence is the mean of its confidences in the
+    readings, weighted by ``softmax(sharpness · log-probability)``. A fallback's stand-in
+    out-of-scope entry (the threshold, not a score) is left out; the text is the best hypothesis's.
+
+    Works with any classifier's results (it reads their rankings), so a remote backend's too.
+    """
+    if not readings:
+        raise ValueError("no readings to combine")
+    best_logprob = max(logprob for _, logprob in readings)
+    weights = [math.exp(sharpness * (logprob - best_logprob)) for _, logprob in readings]
+    total = sum(weights)
+    scores: dict[str, float] = defaultdict(float)
+    for (result, _), weight in zip(readings, weights):
+        for score in result.ranking[1:] if result.fallback else result.ranking:
+            scores[score.name] += weight / total * score.confidence
+    if not scores:  # every reading had no content
+        return readings[0][0]
+    ranking = tuple(IntentScore(name, conf) for name, conf in sorted(scores.items(), key=lambda kv: (-kv[1], kv[0])))
+    text = max(zip(readings, weights), key=lambda rw: rw[1])[0][0].text
+    return IntentResult(text, ranking[0].name, ranking[0].confidence, ranking[:RANKING_SIZE])

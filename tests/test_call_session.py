@@ -982,3 +982,45 @@ def test_these_tests_take_every_transition_in_the_table(request):
     table = {(a, b) for a, targets in TRANSITIONS.items() for b in targets if not {a, b} & {S.QUEUED, S.OFFERING, S.CONNECTED}}
     missing = LOG.untaken(request, table)
     assert not missing, f"no test takes {missing}"
+
+
+# --- a second opinion on an unsure reading -------------------------------------------------------------
+
+
+def test_an_unsure_reading_gets_a_second_opinion_that_routes_the_caller_when_it_is_sure(phone):
+    async def go():
+        async with phone.call(settings=WITH_AGENT) as call:
+            await greeted(call)
+            call.speech.will_reconsider(["me cobraron de más en la factura", "me cobraron de mas en la fractura"],
+                                        "billing_dispute", 0.81, elapsed_s=0.4)
+            await call.say("me colaron de más en la fractura", "out_of_scope", 0.39)
+            assert call.speech.methods_asked()[-2:] == ["classify", "second_opinion"]
+            assert await decisions(call) == [("voice", "billing_dispute routes to voice")]
+            (opinion,) = await call.events("second_opinion")
+            assert opinion["taken"] and opinion["first"] == {"intent": "out_of_scope", "confidence": 0.39}
+            assert [h["text"] for h in opinion["hypotheses"]][0] == "me cobraron de más en la factura"
+            record = await call.record()
+            assert record["utterances"][0]["text"] == "me colaron de más en la fractura"  # what was heard first is kept
+            assert record["decisions"][0]["timings"]["second_opinion_ms"] == 402.0  # Whisper again, then classifying
+    run(go)
+
+
+def test_a_second_opinion_that_is_unsure_too_leaves_the_reprompt(phone):
+    async def go():
+        async with phone.call() as call:
+            await greeted(call)
+            call.speech.will_reconsider(["pues no sé"], "order_status", 0.31, elapsed_s=0.3)
+            await call.say("pues no se", "order_status", 0.3)
+            assert await decisions(call) == [("reprompt", "order_status at confidence 0.30 < 0.50; reprompt 1 of 1")]
+            (opinion,) = await call.events("second_opinion")
+            assert not opinion["taken"]
+    run(go)
+
+
+def test_a_sure_reading_is_not_second_guessed(phone):
+    async def go():
+        async with phone.call(settings=WITH_AGENT) as call:
+            await greeted(call)
+            await call.say(BILL, "billing_dispute", 0.93)
+            assert "second_opinion" not in call.speech.methods_asked()
+    run(go)

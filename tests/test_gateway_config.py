@@ -109,7 +109,6 @@ PART_OPTIONS = {
         "cpu_threads": ("asr.cpu_threads", 2, 2),
         "num_workers": ("asr.workers", 3, 3),
         "beam_size": ("asr.beam_size", 5, 5),
-        "alternatives": ("asr.alternatives", 3, 3),
         "languages": ("lines", {"default": {"languages": ["en"]}}, ("en",)),
         "window_padding_s": ("asr.window_padding_s", 0.5, 0.5),
         "no_speech_threshold": ("asr.no_speech_threshold", 0.5, 0.5),

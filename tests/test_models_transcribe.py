@@ -291,3 +291,13 @@ def test_an_echo_of_the_prompt_is_two_or_more_of_its_items_and_nothing_else(text
     from models.biasing import echoes
 
     assert echoes(text, DOMAIN["es"] + " " + DOMAIN["en"]) is echo
+
+
+def test_more_hypotheses_come_best_first_from_a_beam_that_wide(transcriber):
+    audio = asterisk("es", "vm-reachoper")
+    t = transcriber.transcribe(audio, language="es", alternatives=3)
+    assert len(t.alternatives) == 3 and t.alternatives[0].text == t.text
+    assert [a.avg_logprob for a in t.alternatives] == sorted((a.avg_logprob for a in t.alternatives), reverse=True)
+    assert transcriber.transcribe(audio, language="es").alternatives == ()  # one hypothesis: none listed
+    with pytest.raises(ValueError, match="alternatives"):
+        transcriber.transcribe(audio, language="es", alternatives=0)

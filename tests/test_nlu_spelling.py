@@ -133,3 +133,35 @@ def test_asr_transcripts_of_an_unknown_intent_are_refused():
     with pytest.raises(DatasetError, match="'weather'.*not in the training data"):
         train(_toy_examples(), holdout=0, features=FeatureConfig(embedding=None),
               augmented=[Example("va a llover", "weather", "es", "asr.tsv", 7)])
+
+
+# --- several hypotheses of one utterance, read together ---------------------------------------------
+
+
+def _reading(text, *scores, fallback=False):
+    from nlu import IntentResult, IntentScore
+
+    ranking = tuple(IntentScore(name, conf) for name, conf in scores)
+    return IntentResult(text, ranking[0].name, ranking[0].confidence, ranking, fallback=fallback)
+
+
+def test_hypotheses_are_weighed_by_how_likely_whisper_found_them():
+    from nlu import combine_readings
+
+    misheard = _reading("me colaron en la fractura", ("complaint", 0.4), ("billing_dispute", 0.35))
+    heard = _reading("me cobraron en la factura", ("billing_dispute", 0.9), ("complaint", 0.05))
+    combined = combine_readings([(misheard, -0.30), (heard, -0.35)])
+    assert combined.intent == "billing_dispute" and combined.text == "me colaron en la fractura"
+    assert combined.confidence == pytest.approx((0.35 * 1 + 0.9 * np.exp(-0.15)) / (1 + np.exp(-0.15)))
+    # Far less likely hypotheses barely count.
+    assert combine_readings([(misheard, -0.2), (heard, -2.0)]).intent == "complaint"
+
+
+def test_a_fallbacks_stand_in_out_of_scope_entry_is_not_a_score():
+    from nlu import combine_readings
+
+    fallback = _reading("pues no se", ("out_of_scope", 0.39), ("order_status", 0.3), fallback=True)
+    sure = _reading("pues el pedido", ("order_status", 0.8))
+    combined = combine_readings([(fallback, -0.3), (sure, -0.3)])
+    assert combined.intent == "order_status" and combined.confidence == pytest.approx(0.55)
+    assert "out_of_scope" not in [s.name for s in combined.ranking]

@@ -554,6 +554,8 @@ class CallSession:
             await self._enter(CallState.CLASSIFYING)
             result, nlu_s = await self._classify(transcript.text, speculation)
             timings["classification_ms"] = _ms(nlu_s)
+            if self._unsure(result) and not self._ending:
+                result = await self._second_opinion(event.pcm, result, timings)
             if self._ending:
                 return
             await self._enter(CallState.DECIDING)
@@ -567,6 +569,29 @@ class CallSession:
         timings["routing_ms"] = _ms(self._deps.clock() - started)
         timings["end_of_speech_to_decision_ms"] = _ms(self._deps.clock() - end_arrival)
         await self._decide_and_act(decision, heard, utterance_seq=seq, timings=timings)
+
+    def _unsure(self, result: IntentResult) -> bool:
+        """A reading the routing policy would not act on: a fallback, or under its confidence floor."""
+        return result.fallback or result.confidence < self._deps.settings.routing.min_confidence
+
+    async def _second_opinion(self, pcm: bytes, first: IntentResult, timings: dict[str, float]) -> IntentResult:
+        """Ask Whisper what else it heard (``asr.second_opinion``): the hypotheses classified together
+        replace ``first`` only when they are sure, so one misheard word does not cost a reprompt."""
+        try:
+            opinion = await self._deps.speech.second_opinion(pcm, self._transcription_languages())
+        except AsrSaturated:
+            return first  # no time for it: the caller is reprompted as before
+        if opinion is None:
+            return first
+        transcript, combined, nlu_s = opinion
+        timings["second_opinion_ms"] = _ms(transcript.elapsed_s + nlu_s)
+        taken = not self._unsure(combined)
+        await self._event("second_opinion", {
+            "hypotheses": [{"text": a.text, "avg_logprob": round(a.avg_logprob, 3)} for a in transcript.alternatives],
+            "intent": combined.intent, "confidence": round(combined.confidence, 3),
+            "first": {"intent": first.intent, "confidence": round(first.confidence, 3)}, "taken": taken,
+        })
+        return combined if taken else first
 
     async def _asr_saturated(self, exc: AsrSaturated, end_arrival: float, detected_arrival: float) -> None:
         """Whisper is too far behind: the caller is not made to wait for it, but goes the voice

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from models import YES_NO, AnswerRecognizer, AnswerResult, Transcriber, Transcript
-from nlu import IntentClassifier, IntentResult
+from nlu import IntentClassifier, IntentResult, combine_readings
 
 T = TypeVar("T")
 
@@ -40,9 +40,11 @@ class SpeechPipeline:
     """
 
     def __init__(self, transcriber: Transcriber, classifier: IntentClassifier, *, workers: int = 1,
-                 max_wait_s: float | None = None, prompts: Mapping[str, str] | None = None) -> None:
+                 max_wait_s: float | None = None, prompts: Mapping[str, str] | None = None,
+                 second_opinion: int = 0) -> None:
         self.transcriber = transcriber
         self.prompts = dict(prompts or {})  # language → biasing prompt for the call's reason
+        self.second_opinion_hypotheses = second_opinion
         self.classifier = classifier
         self.answers = AnswerRecognizer(transcriber)  # shares the transcriber's model
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="puente-asr")
@@ -77,12 +79,30 @@ class SpeechPipeline:
         The utterance goes through the transcriber's own speech gate, a fresh webrtcvad: the call's
         VAD adapts to the line and lets steady noise start an utterance, which Whisper would put into
         words (tests/test_call_flow.py::test_noise_produces_no_transcript_text)."""
+        return await self._run(self._transcription(pcm, languages))
+
+    async def second_opinion(self, pcm: bytes, languages: Sequence[str]) -> tuple[Transcript, IntentResult, float] | None:
+        """Decode the utterance again with ``second_opinion`` hypotheses and classify them together
+        (:func:`nlu.combine_readings`): for a first reading that was unsure. None when switched off
+        or when Whisper heard nothing this time. Returns the transcript, the result and the seconds
+        classification took."""
+        if self.second_opinion_hypotheses < 2:
+            return None
+        transcript = await self._run(self._transcription(pcm, languages, self.second_opinion_hypotheses))
+        hypotheses = [a for a in transcript.alternatives if a.text]
+        if not hypotheses:
+            return None
+        readings = [(await self.classify(a.text), a.avg_logprob) for a in hypotheses]
+        result = combine_readings([(r, logprob) for (r, _), logprob in readings])
+        return transcript, result, sum(s for (_, s), _ in readings)
+
+    def _transcription(self, pcm: bytes, languages: Sequence[str], alternatives: int = 1) -> Callable[[], Transcript]:
+        """The transcriber's work for the caller's reason: the line's languages, the biasing prompt."""
         languages = list(languages)
         forced = languages[0] if len(languages) == 1 else None
-        return await self._run(
-            lambda: self.transcriber.transcribe(
-                pcm, language=forced, languages=None if forced else languages, prompt=self.prompts or None)
-        )
+        return lambda: self.transcriber.transcribe(
+            pcm, language=forced, languages=None if forced else languages, prompt=self.prompts or None,
+            alternatives=alternatives)
 
     async def recognize_yes_no(self, pcm: bytes, language: str) -> AnswerResult:
         """A constrained yes/no recogniser: free transcription is weak on one-word answers."""

@@ -51,7 +51,7 @@ from gateway.whatsapp import AccountHealth
 from models.answers import AnswerResult
 from models.audio import FRAME_BYTES, FRAME_MS, AudioFrame
 from models.endpointing import Endpointer
-from models.transcribe import Transcript
+from models.transcribe import Alternative, Transcript
 from models.vad import VoiceActivityDetector
 from nlu.classifier import IntentResult, IntentScore
 from sip.events import CallEnded, CallMediaReady, DtmfReceived, IncomingCall, PlaybackFinished, TransferUpdate
@@ -170,6 +170,7 @@ class ScriptedSpeech:
         self._transcripts: deque[Transcript] = deque()
         self._results: deque[tuple[IntentResult, float]] = deque()
         self._answers: deque[AnswerResult] = deque()
+        self._opinions: deque[tuple[Transcript, IntentResult, float]] = deque()
         self.asked: list[tuple[Any, ...]] = []
         self.unscripted: list[str] = []
         self.failures: dict[str, Exception] = {}
@@ -185,6 +186,17 @@ class ScriptedSpeech:
     def will_classify(self, text: str, intent: str, confidence: float, *, elapsed_s: float) -> None:
         ranking = (IntentScore(intent, confidence), IntentScore("complaint", round((1 - confidence) / 2, 4)))
         self._results.append((IntentResult(text=text, intent=intent, confidence=confidence, ranking=ranking), elapsed_s))
+
+    def will_reconsider(self, hypotheses: list[str], intent: str, confidence: float, *, elapsed_s: float) -> None:
+        """The next second opinion hears ``hypotheses`` and, classified together, ``intent`` at ``confidence``.
+        Unscripted, a second opinion answers None (as with ``asr.second_opinion`` 0)."""
+        alternatives = tuple(Alternative(text, -0.3 - 0.1 * i) for i, text in enumerate(hypotheses))
+        transcript = Transcript(
+            text=hypotheses[0], language="es", language_probability=0.97, no_speech_prob=0.02, avg_logprob=-0.3,
+            duration_s=1.0, elapsed_s=elapsed_s, alternatives=alternatives,
+        )
+        ranking = (IntentScore(intent, confidence),)
+        self._opinions.append((transcript, IntentResult(hypotheses[0], intent, confidence, ranking), 0.002))
 
     def will_answer(self, choice: str | None) -> None:
         scores = {"yes": -0.05 if choice == "yes" else -3.0, "no": -0.05 if choice == "no" else -3.0, "other": -4.0}
@@ -210,6 +222,14 @@ class ScriptedSpeech:
         assert result.text == text, (result.text, text)
         self._clock.advance(elapsed_s)
         return result, elapsed_s
+
+    async def second_opinion(self, pcm: bytes, languages: Any) -> tuple[Transcript, IntentResult, float] | None:
+        self.asked.append(("second_opinion", len(pcm) // FRAME_BYTES, list(languages)))
+        if not self._opinions:
+            return None
+        opinion = self._opinions.popleft()
+        self._clock.advance(opinion[0].elapsed_s)
+        return opinion
 
     async def recognize_yes_no(self, pcm: bytes, language: str) -> AnswerResult:
         self.asked.append(("recognize_yes_no", len(pcm) // FRAME_BYTES, language))
