@@ -30,6 +30,7 @@ from nlu import (
     load_examples,
     read_examples,
 )
+from nlu.train import AUGMENTED_WEIGHT
 
 __all__ = ["add_nlu_commands", "main"]
 
@@ -47,6 +48,8 @@ def add_nlu_commands(subparsers: argparse._SubParsersAction) -> argparse.Argumen
                        help="validation files: tune the out-of-scope threshold and measure on these instead of a held-out split")
     train.add_argument("--asr-data", nargs="+", type=Path, default=[], metavar="PATH",
                        help="ASR transcripts of the training texts (puente nlu augment): the final model learns from them too")
+    train.add_argument("--asr-weight", type=float, default=AUGMENTED_WEIGHT, metavar="W",
+                       help="what one transcript counts against a written example (default %(default)s)")
     train.add_argument("--seed", type=int, default=0, help="chooses the held-out split (default %(default)s)")
     train.add_argument("--holdout", type=float, default=0.2, help="held-out fraction (default %(default)s; 0 = none)")
     train.add_argument("--threshold", type=float, help="fix the out-of-scope threshold instead of tuning it")
@@ -131,7 +134,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if args.tfidf_only:
             features = replace(features, embedding=None)
         model = train(examples, seed=args.seed, holdout=args.holdout, features=features,
-                      threshold=args.threshold, validation=validation, augmented=augmented, progress=_progress)
+                      threshold=args.threshold, validation=validation, augmented=augmented,
+                      augmented_weight=args.asr_weight, progress=_progress)
     except DatasetError as exc:
         _err(str(exc))
         return 1
