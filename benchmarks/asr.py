@@ -36,11 +36,11 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from gateway.config import Settings  # noqa: E402
 from models.audio import load_audio  # noqa: E402
 from models.corpora import JFK_FLAC, JFK_TEXT, Clip, asterisk_clips, select_clips  # noqa: E402
 from models.evaluation import word_error_rate  # noqa: E402
 from models.transcribe import Transcriber, TranscriberConfig, default_cache_dir  # noqa: E402
-from gateway.config import Settings  # noqa: E402
 
 RESULTS = REPO_ROOT / "benchmarks" / "results" / "asr.json"
 
@@ -151,7 +151,6 @@ def main() -> None:
                 for c, h, t in zip(model_clips, result["hyps"], result["latencies"])]
         if transcriber.multilingual:
             invented = {"off": invented_words(transcriber, None), "bias": invented_words(transcriber, prompts)}
-        del transcriber
 
     machine = {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor(),
                "python": platform.python_version()}

@@ -17,9 +17,10 @@ Text only: no audio, no model.
 from __future__ import annotations
 
 import re
-import unicodedata
 
-__all__ = ["OPEN_WORDS", "NUMBER_WORDS", "is_complete", "open_ending"]
+from . import text as textnorm
+
+__all__ = ["OPEN_WORDS", "is_complete", "open_ending"]
 
 _ES_OPEN = """
     y e o u ni pero sino que porque pues como cuando donde mientras aunque si entonces
@@ -45,18 +46,9 @@ OPEN_WORDS: dict[str, frozenset[str]] = {
     "es": frozenset(_ES_OPEN.split()),
     "en": frozenset(_EN_OPEN.split()),
 }
-#: Number words: a number at the end may be the middle of a dictated one.
-NUMBER_WORDS: dict[str, frozenset[str]] = {
-    "es": frozenset("""
-        cero uno una dos tres cuatro cinco seis siete ocho nueve diez once doce trece catorce quince
-        dieciseis diecisiete dieciocho diecinueve veinte treinta cuarenta cincuenta sesenta setenta ochenta
-        noventa cien ciento mil
-    """.split()),
-    "en": frozenset("""
-        zero oh one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen
-        sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety hundred thousand
-    """.split()),
-}
+# A number at the end may be the middle of a dictated one; here "uno"/"one" (and "oh", as in "five oh
+# two") count too, which text.NUMBER_WORDS leaves out because mid-sentence they are mostly articles.
+_NUMBERS = textnorm.NUMBER_WORDS | {"uno", "una", "one", "oh"}
 # Multi-word fillers: "o sea", "you know", "I mean".
 _OPEN_PHRASES = {"es": ("o sea", "es decir", "a ver"), "en": ("you know", "i mean", "kind of", "sort of")}
 # English copulas end a question clause ("where my order is") but open a statement ("my number is").
@@ -66,12 +58,6 @@ _WORD = re.compile(r"[a-z0-9']+")
 _DIGIT = re.compile(r"\d")
 # Punctuation that says the sentence goes on (Whisper writes "..." and "," at pauses).
 _TRAILING_OPEN = ("...", "…", ",", ";", ":", "-", "—")
-
-
-def _fold(text: str) -> str:
-    """Lower case without accents ("Número" → "numero"); ñ becomes n, which no rule minds."""
-    decomposed = unicodedata.normalize("NFKD", text.lower())
-    return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 
 def open_ending(text: str, language: str | None = None) -> str | None:
@@ -87,7 +73,7 @@ def open_ending(text: str, language: str | None = None) -> str | None:
     for mark in _TRAILING_OPEN:
         if stripped.endswith(mark):
             return f"ends with {mark!r}"
-    folded = _fold(stripped)
+    folded = textnorm.strip_accents(stripped.lower())  # ñ becomes n, which no rule minds
     words = _WORD.findall(folded.replace("’", "'"))
     if not words:
         return "no words"
@@ -98,7 +84,7 @@ def open_ending(text: str, language: str | None = None) -> str | None:
             if tail == phrase or tail.endswith(" " + phrase):
                 return f"ends with {phrase!r}"
     last = words[-1]
-    if _DIGIT.search(last) or any(last in NUMBER_WORDS[lang] for lang in languages):
+    if _DIGIT.search(last) or last in _NUMBERS:
         return "ends with a number"
     if any(last in OPEN_WORDS[lang] for lang in languages):
         return f"ends with {last!r}"
