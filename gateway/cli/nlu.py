@@ -17,6 +17,7 @@ dropped by default (``--conflicts``, ``--strict``; nlu/conflicts.py). Progress g
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -50,6 +51,8 @@ def add_nlu_commands(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     train.add_argument("--holdout", type=float, default=0.2, help="held-out fraction (default %(default)s; 0 = none)")
     train.add_argument("--threshold", type=float, help="fix the out-of-scope threshold instead of tuning it")
     train.add_argument("--tfidf-only", action="store_true", help="no sentence embedding (faster to train, less accurate)")
+    train.add_argument("--embedding-weight", type=float, metavar="W",
+                       help="scale of the sentence embedding next to the TF-IDF block (default: FeatureConfig's, 0.5)")
     train.add_argument("--taxonomy", action="store_true", help="refuse intents outside Puente's taxonomy")
     policy = train.add_mutually_exclusive_group()
     policy.add_argument("--conflicts", choices=["drop", "majority"], default="drop",
@@ -147,6 +150,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         validation = _load_eval_data(args.val, _partition(args.val_partition)) if args.val else None
         _progress(f"read {len(examples)} examples from {len(args.data)} file(s)")
         features = FeatureConfig(embedding=None) if args.tfidf_only else FeatureConfig()
+        if args.embedding_weight is not None:
+            if args.tfidf_only:
+                raise ValueError("--embedding-weight needs the embedding (drop --tfidf-only)")
+            features = dataclasses.replace(features, embedding_weight=args.embedding_weight)
         model = train(examples, seed=args.seed, holdout=args.holdout, features=features,
                       threshold=args.threshold, validation=validation,
                       conflicts="strict" if args.strict else args.conflicts,
