@@ -9,6 +9,7 @@ and gets a ready model from :func:`load_or_train_default` (or asks a Rasa server
 from .bundled import bundled_asr_paths, bundled_data_paths, default_cache_dir, load_or_train_default
 from .classifier import IntentClassifier, IntentResult, IntentScore, combine_readings
 from .completeness import is_complete, open_ending
+from .conflicts import ConflictPolicy, ConflictReport, resolve_conflicts
 from .dataset import DatasetError, Example, data_hash, load_examples, read_examples
 from .model import IntentModel, ModelLoadError
 from .rasa_backend import DEFAULT_TIMEOUT_S as DEFAULT_RASA_TIMEOUT_S
@@ -18,6 +19,8 @@ from .taxonomy import DESCRIPTIONS, INTENTS, OUT_OF_SCOPE
 __all__ = [
     "DEFAULT_RASA_TIMEOUT_S",
     "DESCRIPTIONS",
+    "ConflictPolicy",
+    "ConflictReport",
     "DatasetError",
     "Example",
     "INTENTS",
@@ -39,4 +42,5 @@ __all__ = [
     "load_or_train_default",
     "open_ending",
     "read_examples",
+    "resolve_conflicts",
 ]

@@ -1,13 +1,22 @@
-"""Training examples: reading Rasa ``nlu.yml`` files and ``intent<TAB>text`` TSV files.
+"""Training examples: reading Rasa ``nlu.yml``, ``intent<TAB>text`` TSV and MASSIVE ``.jsonl`` files.
 
 Every example remembers the file and line it came from, so that a problem in the data
 ("this text is under two intents") points at the line to fix.
+
+MASSIVE (Amazon, FitzGerald et al. 2022; one ``<locale>.jsonl`` per language, e.g.
+``es-ES.jsonl``): one JSON object per line with ``locale``, ``partition`` (``train``,
+``dev``, ``test``), ``utt`` (the text), ``intent`` and ``annot_utt`` (the text with slot
+annotations ``[date : mañana]``, used only when ``utt`` is absent). A file holds all three
+partitions; readers take one (``partition=``): training reads ``train``, validation ``dev``,
+evaluation ``test`` by default; ``None`` takes every line.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from os import PathLike
@@ -17,10 +26,14 @@ import yaml
 
 from . import text as textnorm
 
-__all__ = ["DatasetError", "Example", "data_hash", "load_examples", "read_examples"]
+__all__ = ["DatasetError", "Example", "MASSIVE_PARTITIONS", "data_hash", "load_examples", "read_examples", "read_file"]
 
 _YAML_SUFFIXES = {".yml", ".yaml"}
 _TSV_SUFFIXES = {".tsv"}
+_JSONL_SUFFIXES = {".jsonl"}
+MASSIVE_PARTITIONS = ("train", "dev", "test")
+# MASSIVE slot annotation in annot_utt: "[date : mañana]" -> "mañana".
+_MASSIVE_SLOT_RE = re.compile(r"\[\s*[^\[\]:]+?\s*:\s*([^\[\]]*?)\s*\]")
 # Rasa blocks that carry no intent examples; they are accepted and skipped.
 _IGNORED_BLOCKS = ("synonym", "regex", "lookup")
 # A file named like a language code ("es.yml", "en-US.tsv") gives its examples that language.
@@ -60,49 +73,60 @@ def load_examples(
     paths: Iterable[str | PathLike[str]],
     *,
     taxonomy: Sequence[str] | None = None,
+    allow_conflicts: bool = False,
+    partition: str | None = "train",
 ) -> list[Example]:
-    """Read examples from Rasa nlu.yml (``.yml``/``.yaml``) and TSV (``.tsv``) files.
+    """Read training examples from Rasa nlu.yml (``.yml``/``.yaml``), TSV (``.tsv``) and MASSIVE (``.jsonl``) files.
 
     With ``taxonomy`` given, an intent outside it is an error. The whole set is checked
-    across files: no intent without examples, no text (after normalisation) under two
-    intents, and at least two intents overall.
+    across files: no intent without examples, no text empty after normalisation, at least
+    two intents overall, and — unless ``allow_conflicts`` — no text (after normalisation)
+    under two intents (the error names both lines). With ``allow_conflicts=True`` such texts
+    are kept for :func:`nlu.conflicts.resolve_conflicts` (``train(conflicts=...)`` applies
+    the policy). ``partition`` chooses the lines of MASSIVE files (``None``: all).
     """
-    examples, any_path = _read_all(paths)
-    _check(examples, taxonomy, any_path)
+    examples, any_path = _read_all(paths, partition)
+    _check(examples, taxonomy, any_path, conflicts=not allow_conflicts)
     return examples
 
 
-def read_examples(paths: Iterable[str | PathLike[str]]) -> list[Example]:
+def read_examples(paths: Iterable[str | PathLike[str]], *, partition: str | None = "test") -> list[Example]:
     """Read examples with the per-line format checks only, none across the set.
 
     For evaluation data, which is what it is: public test sets hold a few texts under two
     intents, and a test file may hold a single intent (e.g. only ``out_of_scope``).
+    MASSIVE files give their ``test`` partition unless ``partition`` says otherwise.
     """
-    return _read_all(paths)[0]
+    return _read_all(paths, partition)[0]
 
 
-def _read_all(paths: Iterable[str | PathLike[str]]) -> tuple[list[Example], Path]:
+def _read_all(paths: Iterable[str | PathLike[str]], partition: str | None) -> tuple[list[Example], Path]:
     examples: list[Example] = []
     any_path = None
     for raw_path in paths:
         path = Path(raw_path)
         any_path = any_path or path
-        examples.extend(read_file(path))
+        examples.extend(read_file(path, partition=partition))
     if any_path is None:
         raise DatasetError("no training data files given")
     return examples, any_path
 
 
-def read_file(path: Path) -> list[Example]:
-    """One Rasa ``nlu.yml`` or ``intent<TAB>text`` TSV file, chosen by its suffix."""
+def read_file(path: Path, *, partition: str | None = "train") -> list[Example]:
+    """One Rasa ``nlu.yml``, ``intent<TAB>text`` TSV or MASSIVE ``.jsonl`` file, chosen by its suffix.
+
+    ``partition`` applies to MASSIVE files only (``train``, ``dev``, ``test``; ``None``: every line).
+    """
     suffix = path.suffix.lower()
     if suffix in _YAML_SUFFIXES:
         return _read_rasa_yaml(path)
     if suffix in _TSV_SUFFIXES:
         return _read_tsv(path)
+    if suffix in _JSONL_SUFFIXES:
+        return _read_massive_jsonl(path, partition)
     raise DatasetError(
         f"unknown training data format {suffix or '(no suffix)'!r}; "
-        "expected Rasa nlu.yml (.yml, .yaml) or intent<TAB>text (.tsv)",
+        "expected Rasa nlu.yml (.yml, .yaml), intent<TAB>text (.tsv) or MASSIVE (.jsonl)",
         path,
         1,
     )
@@ -160,6 +184,48 @@ def _read_tsv(path: Path) -> list[Example]:
         if not example:
             raise DatasetError(f"empty example text for intent {intent!r}", path, number)
         out.append(Example(example, intent, language, str(path), number))
+    return out
+
+
+def _read_massive_jsonl(path: Path, partition: str | None) -> list[Example]:
+    if partition is not None and partition not in MASSIVE_PARTITIONS:
+        raise ValueError(f"unknown MASSIVE partition {partition!r}; expected one of {', '.join(MASSIVE_PARTITIONS)} or None")
+    text = _read_text(path)
+    file_language = _language_of(path)
+    out: list[Example] = []
+    seen_partitions: Counter[str] = Counter()
+    for number, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            row = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"invalid JSON: {exc.msg} (column {exc.colno})", path, number) from exc
+        if not isinstance(row, dict):
+            raise DatasetError("expected a JSON object per line (MASSIVE: locale, partition, utt, intent)", path, number)
+        for name in ("intent", "partition"):
+            if not isinstance(row.get(name), str) or not row[name].strip():
+                raise DatasetError(f"missing or empty {name!r} (a string)", path, number)
+        if row["partition"] not in MASSIVE_PARTITIONS:
+            raise DatasetError(
+                f"unknown partition {row['partition']!r}; expected one of {', '.join(MASSIVE_PARTITIONS)}", path, number
+            )
+        utt = row.get("utt")
+        if utt is None and isinstance(row.get("annot_utt"), str):
+            utt = _MASSIVE_SLOT_RE.sub(r"\1", row["annot_utt"])
+        if not isinstance(utt, str) or not utt.strip():
+            raise DatasetError(f"missing or empty 'utt' for intent {row['intent']!r}", path, number)
+        locale = row.get("locale")
+        if locale is not None and not isinstance(locale, str):
+            raise DatasetError("'locale' must be a string like 'es-ES'", path, number)
+        seen_partitions[row["partition"]] += 1
+        if partition is not None and row["partition"] != partition:
+            continue
+        language = locale.split("-")[0].split("_")[0].lower() if locale else file_language
+        out.append(Example(" ".join(utt.split()), row["intent"].strip(), language, str(path), number))
+    if not out and seen_partitions:
+        found = ", ".join(f"{p} ({n})" for p, n in sorted(seen_partitions.items()))
+        raise DatasetError(f"no examples in partition {partition!r}; this file has {found} (choose with --partition)", path, 1)
     return out
 
 
@@ -252,7 +318,7 @@ def _examples_from_node(node: yaml.Node, intent: str, language: str | None, path
 # --- whole-set checks ----------------------------------------------------------------
 
 
-def _check(examples: list[Example], taxonomy: Sequence[str] | None, any_path: Path) -> None:
+def _check(examples: list[Example], taxonomy: Sequence[str] | None, any_path: Path, *, conflicts: bool = True) -> None:
     if not examples:
         raise DatasetError("no examples found", any_path, 1)
     if taxonomy is not None:
@@ -262,19 +328,13 @@ def _check(examples: list[Example], taxonomy: Sequence[str] | None, any_path: Pa
                 raise DatasetError(
                     f"unknown intent {e.intent!r}; allowed: {', '.join(taxonomy)}", e.source, e.line
                 )
-    seen: dict[str, Example] = {}
     for e in examples:
-        key = textnorm.normalize(e.text)
-        if not key:
+        if not textnorm.normalize(e.text):
             raise DatasetError(f"example {e.text!r} is empty after normalisation", e.source, e.line)
-        first = seen.setdefault(key, e)
-        if first.intent != e.intent:
-            raise DatasetError(
-                f"text {e.text!r} is under intent {e.intent!r} here and under {first.intent!r} "
-                f"at {first.source}:{first.line} (texts are compared after normalisation)",
-                e.source,
-                e.line,
-            )
+    if conflicts:
+        from .conflicts import ConflictPolicy, resolve_conflicts  # imports this module
+
+        resolve_conflicts(examples, ConflictPolicy.STRICT)  # raises at the first conflict
     intents = {e.intent for e in examples}
     if len(intents) < 2:
         e = examples[0]

@@ -16,6 +16,12 @@ after the out-of-scope threshold and the no-content rule, exactly what the gatew
 * ``ece``: expected calibration error of ``confidence`` against correctness, 10 equal-width
   bins over [0, 1] (the last bin includes 1.0): Σ_b (n_b / N) · |accuracy_b − mean confidence_b|.
 * ``latency_ms``: p50/p95 of one ``parse`` call per example, wall clock, one at a time.
+* ``threshold_curve`` (models with ``probabilities_many`` and an ``out_of_scope`` label, on data
+  with out-of-scope examples): for each threshold on :data:`nlu.threshold.GRID`, the in-scope
+  accuracy, out-of-scope recall and in-scope false-reject rate this data would get with it
+  (definitions in :mod:`nlu.threshold`). ``training_threshold`` is what the model's metadata
+  recorded at training: the rule, the chosen threshold and the curve on its validation data.
+  The Markdown report prints both side by side, so the operator sees the trade-off.
 """
 
 from __future__ import annotations
@@ -29,14 +35,18 @@ from typing import Any
 
 import numpy as np
 
+from . import text as textnorm
 from .classifier import IntentClassifier
 from .dataset import Example
 from .taxonomy import OUT_OF_SCOPE
+from .threshold import threshold_curve
 
 __all__ = ["EvalReport", "evaluate", "expected_calibration_error"]
 
 ECE_BINS = 10
 TOP_CONFUSIONS = 10
+# Thresholds shown in the Markdown trade-off table (the JSON has the whole grid), plus the model's own.
+MARKDOWN_THRESHOLDS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 
 
 @dataclass
@@ -121,6 +131,7 @@ class EvalReport:
                 continue
             lines += ["| gold | predicted | count |", "|---|---|---:|"]
             lines += [f"| {c['gold']} | {c['predicted']} | {c['count']} |" for c in r.top_confusions]
+        lines += _threshold_markdown(self.extra.get("training_threshold"), self.extra.get("threshold_curve"))
         return "\n".join(lines) + "\n"
 
 
@@ -149,6 +160,8 @@ def evaluate(
         langs.append(e.language or "?")
     report = _report(gold, pred, conf, langs, times, label)
     report.model_version = str(getattr(model, "version", ""))
+    if label == "clean":
+        report.extra.update(_threshold_extra(model, examples))
     if asr_examples:
         report.asr = evaluate(model, asr_examples, label="asr")
     return report
@@ -169,6 +182,60 @@ def expected_calibration_error(confidence: Sequence[float], correct: Sequence[bo
 
 
 # --- internals -----------------------------------------------------------------------
+
+
+def _threshold_extra(model: IntentClassifier, examples: Sequence[Example]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    metadata = getattr(model, "metadata", None)
+    if isinstance(metadata, dict) and metadata.get("metrics", {}).get("threshold_curve"):
+        curve = metadata["metrics"]["threshold_curve"]
+        if curve and isinstance(curve[0], dict):  # models before the curve had its columns: macro-F1 only
+            out["training_threshold"] = {
+                "threshold": metadata.get("threshold"), "rule": metadata.get("threshold_rule", {}), "curve": curve,
+            }
+    labels = list(getattr(model, "labels", ()))
+    many = getattr(model, "probabilities_many", None)
+    if OUT_OF_SCOPE in labels and callable(many) and any(e.intent == OUT_OF_SCOPE for e in examples):
+        texts = [e.text for e in examples]
+        index = {label: i for i, label in enumerate(labels)}
+        y = np.array([index.get(e.intent, -1) for e in examples])
+        forced = np.array([not textnorm.has_content(t) for t in texts])
+        points = threshold_curve(many(texts), y, labels, forced_oos=forced)
+        out["threshold_curve"] = [p.to_dict() for p in points]
+    return out
+
+
+def _threshold_markdown(training: dict[str, Any] | None, here: list[dict[str, Any]] | None) -> list[str]:
+    if not training and not here:
+        return []
+    lines = ["", "## Out-of-scope threshold trade-off", ""]
+    chosen = training.get("threshold") if training else None
+    if training:
+        rule = training.get("rule", {})
+        target = f", target out-of-scope recall {rule['oos_recall_target']:.2f}" if "oos_recall_target" in rule else ""
+        lines.append(f"This model answers `out_of_scope` below {chosen:.2f} (rule: {rule.get('rule', '?')}{target}"
+                     + (f"; {rule['note']}" if rule.get("note") else "") + "). Retrain with "
+                     "`--oos-recall-target R` or `--threshold T` to move along the curve. "
+                     "*At training*: the held-out split or `--val` data the threshold was chosen on.")
+        lines.append("")
+    columns = []
+    if training:
+        columns.append(("at training", {round(p["threshold"], 2): p for p in training["curve"]}))
+    if here:
+        columns.append(("this data", {round(p["threshold"], 2): p for p in here}))
+    header = "| threshold |" + "".join(f" in-scope acc. ({n}) | oos recall ({n}) | false rejects ({n}) |" for n, _ in columns)
+    lines += [header, "|---:|" + "---:|---:|---:|" * len(columns)]
+    shown = sorted(set(MARKDOWN_THRESHOLDS) | ({round(chosen, 2)} if chosen is not None else set()))
+    for t in shown:
+        cells = []
+        for _, points in columns:
+            p = points.get(round(t, 2), {})
+            cells += [_pct(p.get("in_scope_accuracy")), _pct(p.get("oos_recall")), _pct(p.get("false_reject_rate"))]
+        if all(c == "–" for c in cells):
+            continue
+        mark = " **(model)**" if chosen is not None and round(t, 2) == round(chosen, 2) else ""
+        lines.append(f"| {t:.2f}{mark} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _report(

@@ -109,20 +109,60 @@ def test_lint_exit_code(data, tmp_path, capsys):
     assert "[thin]" in out and "es.yml" in out
 
 
-@pytest.mark.parametrize("name,content,message,line", [
-    ("data.csv", b"payment,pay\n", "unknown training data format '.csv'", 1),
-    ("data.tsv", b"payment\tpay my bill\n\tno intent here\n", "empty intent name", 2),
-    ("data.tsv", b"payment\tpay my bill\norder_status\tPay my bill!\n", "under intent 'order_status' here", 2),
-    ("data.tsv", b"payment\tpay my bill\norder_status\tc\xf3mo pago\n", "not UTF-8", 2),
-    ("data.tsv", b"payment\tpay my bill\npayment\thow do i pay\n", "only one intent", 1),
+@pytest.mark.parametrize("name,content,message,line,extra", [
+    ("data.csv", b"payment,pay\n", "unknown training data format '.csv'", 1, []),
+    ("data.tsv", b"payment\tpay my bill\n\tno intent here\n", "empty intent name", 2, []),
+    ("data.tsv", b"payment\tpay my bill\norder_status\tPay my bill!\n", "under intent 'order_status' here", 2, ["--strict"]),
+    ("data.tsv", b"payment\tpay my bill\norder_status\tc\xf3mo pago\n", "not UTF-8", 2, []),
+    ("data.tsv", b"payment\tpay my bill\npayment\thow do i pay\n", "only one intent", 1, []),
 ])
-def test_bad_training_data_names_the_file_and_line(tmp_path, capsys, name, content, message, line):
+def test_bad_training_data_names_the_file_and_line(tmp_path, capsys, name, content, message, line, extra):
     path = tmp_path / name
     path.write_bytes(content)
-    assert main(["train", "--data", str(path), "--out", str(tmp_path / "m")]) == 1
+    assert main(["train", "--data", str(path), "--out", str(tmp_path / "m"), *extra]) == 1
     err = capsys.readouterr().err
     assert f"{path}:{line}: " in err and message in err
     assert not (tmp_path / "m").exists()
+
+
+def test_a_conflict_is_dropped_by_default_and_the_rest_trains(data, tmp_path, capsys):
+    extra = tmp_path / "extra.tsv"
+    extra.write_text("order_status\tQuiero pagar mi factura!\tes\npayment\tquiero pagar mi factura\tes\n", encoding="utf-8")
+    out = tmp_path / "m"
+    capsys.readouterr()
+    assert main(["train", "--data", *map(str, data), str(extra), "--out", str(out), "--holdout", "0.25",
+                 "--tfidf-only"]) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert summary["conflicting_texts"] == 1 and summary["dropped_examples"] == 3 and summary["examples"] == 47
+    assert f"dropped: 'quiero pagar mi factura' under 2 intents: payment at {data[0]}:5, {extra}:2; " \
+           f"order_status at {extra}:1" in captured.err
+    assert main(["train", "--data", *map(str, data), str(extra), "--out", str(tmp_path / "s"), "--strict"]) == 1
+    err = capsys.readouterr().err
+    assert f"{extra}:1: " in err and f"under 'payment' at {data[0]}:5" in err
+
+
+def test_eval_prints_the_threshold_trade_off(data, trained, capsys):
+    capsys.readouterr()
+    assert main(["eval", "--model", str(trained), "--data", *map(str, data)]) == 0
+    out = capsys.readouterr().out
+    assert "## Out-of-scope threshold trade-off" in out and "**(model)**" in out
+    assert "| threshold | in-scope acc. (at training) | oos recall (at training) |" in out
+    assert "false rejects (this data) |" in out
+
+
+def test_oos_recall_target_chooses_the_threshold(data, tmp_path, capsys):
+    out = tmp_path / "m"
+    capsys.readouterr()
+    assert main(["train", "--data", *map(str, data), "--out", str(out), "--holdout", "0.25", "--tfidf-only",
+                 "--oos-recall-target", "0.99"]) == 0
+    md = json.loads((out / "metadata.json").read_text())
+    assert md["threshold_rule"]["rule"] == "oos_recall_target" and md["threshold_rule"]["oos_recall_target"] == 0.99
+    point = next(p for p in md["metrics"]["threshold_curve"] if p["threshold"] == md["threshold"])
+    assert point["oos_recall"] >= 0.99 or md["threshold_rule"]["reached"] is False
+    assert set(point) == {"threshold", "macro_f1", "in_scope_accuracy", "oos_recall", "false_reject_rate"}
+    with pytest.raises(SystemExit):  # argparse refuses a target outside [0, 1]
+        main(["train", "--data", *map(str, data), "--out", str(out), "--oos-recall-target", "1.5"])
 
 
 def test_a_corrupt_model_is_refused_with_a_clear_error(trained, tmp_path, capsys):

@@ -1,25 +1,28 @@
 """``puente nlu ...``: the ML engineer's loop (train, eval, parse, lint, augment).
 
     puente nlu train   --data PATH... --out DIR [--val PATH...] [--seed N] [--holdout F] [--tfidf-only]
-    puente nlu eval    --model DIR --data PATH... [--asr-data PATH...] [--json]
+                       [--conflicts drop|majority | --strict] [--oos-recall-target R] [--partition P]
+    puente nlu eval    --model DIR --data PATH... [--asr-data PATH...] [--json] [--partition P]
     puente nlu parse   TEXT [--model DIR]
-    puente nlu lint    PATH... [--min-per-language N]
+    puente nlu lint    PATH... [--min-per-language N] [--partition P]
     puente nlu augment --data PATH... --out FILE.tsv [--limit N] [--asr-model base] [--cache-dir DIR]
                        [--voice SPEC]... [--codec pcmu|pcma|g722]
     puente nlu deploy  DIR [--api URL]
 
 Registered by ``gateway/cli/main.py`` through :func:`add_nlu_commands`. Training data: Rasa
-``nlu.yml`` and ``intent<TAB>text[<TAB>lang]`` TSV. Progress goes to stderr; ``eval --json``
-and ``parse`` print only JSON on stdout.
+``nlu.yml``, ``intent<TAB>text[<TAB>lang]`` TSV and MASSIVE ``.jsonl`` (``--partition``: train
+reads ``train``, ``--val`` reads ``dev``, eval reads ``test``). A text under two intents is
+dropped by default (``--conflicts``, ``--strict``; nlu/conflicts.py). Progress goes to stderr;
+``eval --json`` and ``parse`` print only JSON on stdout.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from nlu import (
@@ -30,6 +33,7 @@ from nlu import (
     load_examples,
     read_examples,
 )
+from nlu.dataset import MASSIVE_PARTITIONS
 from nlu.train import AUGMENTED_WEIGHT
 
 __all__ = ["add_nlu_commands", "main"]
@@ -56,7 +60,22 @@ def add_nlu_commands(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     train.add_argument("--tfidf-only", action="store_true", help="no sentence embedding (faster to train, less accurate)")
     train.add_argument("--as-written", action="store_true",
                        help="read texts as written: no folding of spelling variants such as polisa/póliza (for comparison)")
+    train.add_argument("--embedding-weight", type=float, metavar="W",
+                       help="scale of the sentence embedding next to the TF-IDF block (default: FeatureConfig's, 0.5)")
     train.add_argument("--taxonomy", action="store_true", help="refuse intents outside Puente's taxonomy")
+    policy = train.add_mutually_exclusive_group()
+    policy.add_argument("--conflicts", choices=["drop", "majority"], default="drop",
+                        help="a text under two or more intents: drop every copy (default), or keep the majority "
+                             "intent's copies (a tie drops them all)")
+    policy.add_argument("--strict", action="store_true",
+                        help="refuse data with a text under two intents, naming both lines")
+    train.add_argument("--oos-recall-target", type=_fraction, metavar="R",
+                       help="choose the lowest out-of-scope threshold whose held-out/validation out-of-scope recall "
+                            "is >= R (0-1) instead of the macro-F1 rule; needs out_of_scope examples there")
+    train.add_argument("--partition", choices=[*MASSIVE_PARTITIONS, "all"], default="train",
+                       help="MASSIVE .jsonl --data files: the partition to train on (default %(default)s)")
+    train.add_argument("--val-partition", choices=[*MASSIVE_PARTITIONS, "all"], default="dev",
+                       help="MASSIVE .jsonl --val files: the partition to validate on (default %(default)s)")
     train.set_defaults(run=_cmd_train)
 
     ev = commands.add_parser("eval", help="evaluate a model directory on labelled data")
@@ -65,6 +84,8 @@ def add_nlu_commands(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     ev.add_argument("--asr-data", nargs="+", type=Path, metavar="PATH",
                     help="ASR transcripts of the same data (puente nlu augment): reported side by side")
     ev.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    ev.add_argument("--partition", choices=[*MASSIVE_PARTITIONS, "all"], default="test",
+                    help="MASSIVE .jsonl files: the partition to evaluate (default %(default)s)")
     ev.set_defaults(run=_cmd_eval)
 
     parse = commands.add_parser("parse", help="classify one text; prints Rasa's /model/parse JSON")
@@ -75,6 +96,8 @@ def add_nlu_commands(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     lint = commands.add_parser("lint", help="check training data: duplicates, conflicts, thin intents, language mix-ups")
     lint.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     lint.add_argument("--min-per-language", type=int, default=40, help="examples wanted per intent and language (default %(default)s)")
+    lint.add_argument("--partition", choices=[*MASSIVE_PARTITIONS, "all"], default="train",
+                      help="MASSIVE .jsonl files: the partition to check (default %(default)s)")
     lint.set_defaults(run=_cmd_lint)
 
     aug = commands.add_parser("augment", help="speak the training texts through a phone channel and Whisper; write the transcripts as TSV")
@@ -116,6 +139,17 @@ def _progress(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+def _fraction(value: str) -> float:
+    number = float(value)
+    if not 0.0 <= number <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+    return number
+
+
+def _partition(value: str) -> str | None:
+    return None if value == "all" else value
+
+
 # --- train -----------------------------------------------------------------------------
 
 
@@ -125,16 +159,25 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from nlu.train import save, train
 
     try:
-        examples = load_examples(args.data, taxonomy=INTENTS if args.taxonomy else None)
-        validation = load_examples(args.val) if args.val else None
+        # Conflicts are left in here and resolved by train()'s policy (--strict refuses them there).
+        examples = load_examples(args.data, taxonomy=INTENTS if args.taxonomy else None, allow_conflicts=True,
+                                 partition=_partition(args.partition))
+        # Validation data is measured as it is (as eval data): no conflict policy applies to it.
+        validation = _load_eval_data(args.val, _partition(args.val_partition)) if args.val else None
         augmented = read_examples(args.asr_data) if args.asr_data else []
         _progress(f"read {len(examples)} examples from {len(args.data)} file(s)"
                   + (f", {len(augmented)} ASR transcripts" if augmented else ""))
         features = FeatureConfig(spelling=not args.as_written)
         if args.tfidf_only:
-            features = replace(features, embedding=None)
+            features = dataclasses.replace(features, embedding=None)
+        if args.embedding_weight is not None:
+            if args.tfidf_only:
+                raise ValueError("--embedding-weight needs the embedding (drop --tfidf-only)")
+            features = dataclasses.replace(features, embedding_weight=args.embedding_weight)
         model = train(examples, seed=args.seed, holdout=args.holdout, features=features,
-                      threshold=args.threshold, validation=validation, augmented=augmented,
+                      threshold=args.threshold, validation=validation,
+                      conflicts="strict" if args.strict else args.conflicts,
+                      oos_recall_target=args.oos_recall_target, augmented=augmented,
                       augmented_weight=args.asr_weight, progress=_progress)
     except DatasetError as exc:
         _err(str(exc))
@@ -154,7 +197,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "accuracy": m.get("accuracy"),
         "macro_f1": m.get("macro_f1"),
         "training_seconds": model.metadata["training_seconds"],
+        "threshold_rule": model.metadata["threshold_rule"]["rule"],
+        "conflicting_texts": model.metadata["data_conflicts"]["conflicting_texts"],
+        "dropped_examples": model.metadata["data_conflicts"]["dropped_examples"],
+        "duplicates_merged": model.metadata["data_conflicts"]["duplicates_merged"],
     }
+    _progress(f"wrote {directory} ({summary['examples']} examples, {summary['labels']} intents) "
+              f"in {summary['training_seconds']:.1f} s of training")
     print(json.dumps(summary, ensure_ascii=False))
     return 0
 
@@ -167,8 +216,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     try:
         model = IntentModel.load(args.model)
-        examples = _load_eval_data(args.data)
-        asr = _load_eval_data(args.asr_data) if args.asr_data else None
+        examples = _load_eval_data(args.data, _partition(args.partition))
+        asr = _load_eval_data(args.asr_data, _partition(args.partition)) if args.asr_data else None
     except (DatasetError, ModelLoadError) as exc:
         _err(str(exc))
         return 1
@@ -179,10 +228,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_eval_data(paths: list[Path]):
+def _load_eval_data(paths: list[Path], partition: str | None = "test"):
     # Evaluation data is taken as it is: the training-set checks (no text under two
     # intents, at least two intents) do not apply; the per-line format checks do.
-    examples = read_examples(paths)
+    examples = read_examples(paths, partition=partition)
     if not examples:
         raise DatasetError("no examples found", paths[0], 1)
     return examples
@@ -237,13 +286,13 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
 
 
 def _cmd_lint(args: argparse.Namespace) -> int:
-    from nlu.lint import has_errors, lint
+    from nlu.lint import has_errors, lint, summary_lines
 
-    findings = lint(args.paths, min_per_language=args.min_per_language)
+    findings = lint(args.paths, min_per_language=args.min_per_language, partition=_partition(args.partition))
     for finding in findings:
         print(finding)
-    errors = sum(f.severity == "error" for f in findings)
-    print(f"{errors} error(s), {len(findings) - errors} warning(s) in {len(args.paths)} file(s)", file=sys.stderr)
+    for line in summary_lines(findings, len(args.paths)):
+        print(line)
     return 1 if has_errors(findings) else 0
 
 
@@ -255,7 +304,7 @@ def _cmd_augment(args: argparse.Namespace) -> int:
     from nlu.augment import AugmentError, augment, write_tsv
 
     try:
-        examples = load_examples(args.data)
+        examples = load_examples(args.data, allow_conflicts=True)
     except DatasetError as exc:
         _err(str(exc))
         return 1
