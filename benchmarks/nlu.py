@@ -1,6 +1,6 @@
 """NLU benchmark through the project's own CLI, beside the published figures.
 
-    .venv/bin/python -m benchmarks.nlu [--only clinc150,banking77,massive,own] [--tfidf-only]
+    .venv/bin/python -m benchmarks.nlu [--only clinc150,banking77,massive,own,phone] [--tfidf-only] [--embedding-weight W]
 
 * CLINC150 (``../shared/data/clinc150/data_full.json``, "full"): train = train + oos_train,
   validation (threshold choice) = val + oos_val, test = test + oos_test; ``oos`` ->
@@ -17,9 +17,10 @@
   evaluate on ``test``; accuracy and training time. Skipped, with the reason, when absent —
   the data is not obtainable from PyPI or npm.
 * Our data (``nlu/data/*.yml``): training time, held-out accuracy (from the model's
-  metadata: seed-0 20 % split), and, when an augment output exists
-  (``benchmarks/results/nlu_asr.tsv``, made by ``puente nlu augment``), accuracy on ASR
-  transcripts of the held-out texts next to the same texts clean.
+  metadata: seed-0 20 % split).
+* ``phone``: the same held-out texts through the phone line, per voice (espeak-ng, Kokoro),
+  codec (µ-law, G.722) and biasing on/off, for a model trained on the written 80 % and one with
+  its ASR transcripts mixed in (``benchmarks/phone.py``; slow on the first run, then cached).
 
 Every step runs ``puente nlu train`` / ``puente nlu eval --json`` as a subprocess (through
 ``python -m gateway.cli.nlu``, the same commands). Writes ``benchmarks/results/nlu.json``.
@@ -40,9 +41,9 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA = REPO_ROOT.parent / "shared" / "data"
 RESULTS = REPO_ROOT / "benchmarks" / "results" / "nlu.json"
-ASR_TSV = REPO_ROOT / "benchmarks" / "results" / "nlu_asr.tsv"
-ASR_LIMIT = 4  # the --limit given to `puente nlu augment` for ASR_TSV (see README)
 sys.path.insert(0, str(REPO_ROOT))
+
+from benchmarks import phone  # noqa: E402
 
 PUBLISHED = {
     "clinc150": [  # (system, in-scope accuracy, out-of-scope recall), Larson et al. 2019, Table 2 (full)
@@ -165,7 +166,7 @@ def massive(tmp: Path, extra: list[str]) -> dict:
 
 
 def own(tmp: Path, extra: list[str]) -> dict:
-    from nlu import bundled_data_paths, load_examples
+    from nlu import bundled_data_paths
     paths = [str(p) for p in bundled_data_paths()]
     model = tmp / "model-own"
     started = time.perf_counter()
@@ -174,61 +175,7 @@ def own(tmp: Path, extra: list[str]) -> dict:
     metadata = json.loads((model / "metadata.json").read_text())
     out: dict = {"train": summary, "train_wall_s": round(wall, 1), "held_out": metadata["metrics"]}
     out["ours"] = {"held_out_accuracy": 100 * metadata["metrics"]["accuracy"]}
-    if ASR_TSV.is_file():
-        # Clean vs ASR on the same held-out 20 %: train on the other 80 % (with the full
-        # model's threshold) and evaluate the held-out texts and their transcripts
-        # (ASR_TSV: `puente nlu augment` of nlu_heldout.tsv, see --write-heldout).
-        from sklearn.model_selection import train_test_split
-
-        examples = load_examples(paths)
-        strata = [f"{e.intent}|{e.language}" for e in examples]
-        train_idx, test_idx = train_test_split(range(len(examples)), test_size=0.2, random_state=0, stratify=strata)
-        # The same texts augment spoke (it subsamples deterministically with --limit/--seed).
-        from nlu.augment import subsample
-        from nlu.dataset import read_examples
-
-        heldout = read_examples([REPO_ROOT / "benchmarks" / "results" / "nlu_heldout.tsv"])
-        clean_rows = subsample(heldout, ASR_LIMIT, seed=0)
-        train_tsv = tmp / "own_train.tsv"
-        with open(train_tsv, "w", encoding="utf-8") as fh:
-            for i in sorted(train_idx):
-                e = examples[i]
-                fh.write(f"{e.intent}\t{e.text}\t{e.language}\n")
-        clean_tsv = tmp / "own_heldout.tsv"
-        with open(clean_tsv, "w", encoding="utf-8") as fh:
-            for e in clean_rows:
-                fh.write(f"{e.intent}\t{e.text}\t{e.language}\n")
-        model80 = tmp / "model-own-80"
-        cli("train", "--data", str(train_tsv), "--out", str(model80), "--holdout", "0",
-            "--threshold", str(metadata["threshold"]), *extra)
-        report = json.loads(cli("eval", "--model", str(model80), "--data", str(clean_tsv),
-                                "--asr-data", str(ASR_TSV), "--json"))
-        full = json.loads(cli("eval", "--model", str(model80), "--data",
-                              str(REPO_ROOT / "benchmarks" / "results" / "nlu_heldout.tsv"), "--json"))
-        out["asr"] = {
-            "heldout_all_clean_accuracy": 100 * full["accuracy"], "latency_ms": full["latency_ms"],
-            "n_clean": report["n"], "n_asr": report["asr"]["n"],
-            "clean_accuracy": 100 * report["accuracy"], "asr_accuracy": 100 * report["asr"]["accuracy"],
-            "per_language": {"clean": report["per_language"], "asr": report["asr"]["per_language"]},
-        }
     return out
-
-
-def write_heldout_source() -> Path:
-    """The held-out 20 % (seed 0) as TSV: the input for ``puente nlu augment``."""
-    from sklearn.model_selection import train_test_split
-
-    from nlu import bundled_data_paths, load_examples
-
-    examples = load_examples(bundled_data_paths())
-    strata = [f"{e.intent}|{e.language}" for e in examples]
-    _, test_idx = train_test_split(range(len(examples)), test_size=0.2, random_state=0, stratify=strata)
-    path = REPO_ROOT / "benchmarks" / "results" / "nlu_heldout.tsv"
-    with open(path, "w", encoding="utf-8") as fh:
-        for i in sorted(test_idx):
-            e = examples[i]
-            fh.write(f"{e.intent}\t{e.text}\t{e.language}\n")
-    return path
 
 
 def table(results: dict) -> str:
@@ -267,23 +214,17 @@ def table(results: dict) -> str:
         lines += ["", "Our data (nlu/data, es+en, 20 % held out, seed 0)"]
         lines.append(f"  held-out accuracy {r['ours']['held_out_accuracy']:.1f}, macro-F1 {100 * r['held_out']['macro_f1']:.1f}, "
                      f"training {r['train']['training_seconds']:.1f} s (CLI wall {r['train_wall_s']:.1f} s)")
-        if "asr" in r:
-            a = r["asr"]
-            lines.append(f"  held-out clean {a['clean_accuracy']:.1f} ({a['n_clean']})  vs  ASR transcripts {a['asr_accuracy']:.1f} ({a['n_asr']})")
+    if "phone" in results:
+        lines += ["", phone.table(results["phone"])]
     return "\n".join(lines)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default="own,banking77,clinc150,massive", help="comma-separated subset (default %(default)s)")
+    parser.add_argument("--only", default="own,phone,banking77,clinc150,massive", help="comma-separated subset (default %(default)s)")
     parser.add_argument("--tfidf-only", action="store_true", help="train without the sentence embedding")
     parser.add_argument("--embedding-weight", type=float, help="passed to puente nlu train (default: its own)")
-    parser.add_argument("--write-heldout", action="store_true",
-                        help="write benchmarks/results/nlu_heldout.tsv (input for puente nlu augment) and exit")
     args = parser.parse_args()
-    if args.write_heldout:
-        print(write_heldout_source())
-        return 0
     extra = ["--tfidf-only"] if args.tfidf_only else []
     if args.embedding_weight is not None:
         extra += ["--embedding-weight", str(args.embedding_weight)]
@@ -292,8 +233,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="puente-nlu-bench-") as tmp_name:
         tmp = Path(tmp_name)
         for name in args.only.split(","):
-            fn = {"clinc150": clinc150, "banking77": banking77, "massive": massive, "own": own}[name]
-            if name not in ("own", "massive") and not DATA.is_dir():
+            fn = {"clinc150": clinc150, "banking77": banking77, "massive": massive, "own": own,
+                  "phone": lambda tmp, extra: phone.run(tmp, cli, extra)}[name]
+            if name not in ("own", "phone", "massive") and not DATA.is_dir():
                 print(f"skipping {name}: {DATA} not found", file=sys.stderr)
                 continue
             print(f"== {name}", file=sys.stderr, flush=True)
