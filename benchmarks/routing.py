@@ -160,11 +160,17 @@ def main() -> int:
 
     table = {f"{v}/{c}": summarise([r for r in rows if r["voice_set"] == v and r["codec"] == c])
              for v in voice_sets for c in codecs}
+    # A run of some voice sets and codecs replaces those in the results file and keeps the others.
+    previous = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    if previous.get("settings", {}).get("biasing") == (not args.no_bias):
+        rerun = set(table)
+        table = {**{k: v for k, v in previous.get("results", {}).items() if k not in rerun}, **table}
+        rows = [r for r in previous.get("calls", []) if f"{r['voice_set']}/{r['codec']}" not in rerun] + rows
     report = {
         "machine": {"cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "settings": {"asr_model": "base", "compute_type": "int8", "biasing": not args.no_bias,
                      "sentences": len(sentences), "concurrent": args.concurrent},
-        "voice_sets": {v: VOICE_SETS[v] for v in voice_sets}, "targets": TARGETS,
+        "voice_sets": {v: VOICE_SETS[v] for v in sorted({k.split("/")[0] for k in table})}, "targets": TARGETS,
         "wall_s": round(time.time() - started), "results": table, "calls": rows,
     }
     print(f"\nRight route through real SIP calls, {len(sentences)} hidden sentences per run "
