@@ -42,7 +42,8 @@ from models.vad import WebRtcVad  # noqa: E402
 
 RESULTS = REPO_ROOT / "benchmarks" / "results" / "latency.json"
 SOUNDS = Path("/usr/share/asterisk/sounds")
-GATEWAY_PARTS = ("endpointing_ms", "transcription_ms", "classification_ms", "routing_ms", "end_of_speech_to_decision_ms")
+GATEWAY_PARTS = ("endpointing_ms", "transcription_ms", "classification_ms", "second_opinion_ms", "routing_ms",
+                 "end_of_speech_to_decision_ms")
 GOAL_EARLY_P95_MS = 800.0
 GOAL_P95_MS = 1000.0
 
@@ -107,20 +108,31 @@ def place(gateway: RunningGateway, clip: dict) -> dict:
     }
 
 
+def _percentiles(values: list[float]) -> dict:
+    return {"p50": round(float(np.percentile(values, 50)), 1), "p95": round(float(np.percentile(values, 95)), 1), "n": len(values)}
+
+
 def summarize(rows: list[dict]) -> dict:
     ok = [r for r in rows if "error" not in r]
     out = {"calls": len(rows), "failed": len(rows) - len(ok), "early_commits": sum(bool(r.get("early_commit")) for r in ok)}
     for part in (*GATEWAY_PARTS, "caller_observed_ms"):
         values = [r[part] for r in ok if r.get(part) is not None]
         if values:
-            out[part] = {"p50": round(float(np.percentile(values, 50)), 1), "p95": round(float(np.percentile(values, 95)), 1), "n": len(values)}
+            out[part] = _percentiles(values)
+    # A reprompt (an unsure reading: the second opinion ran, no early commit) and a decision the
+    # caller acts on wait differently; both are reported.
+    for name, keep in (("acted_on", lambda r: r.get("route") != "reprompt"), ("reprompted", lambda r: r.get("route") == "reprompt")):
+        values = [r["end_of_speech_to_decision_ms"] for r in ok if keep(r) and r.get("end_of_speech_to_decision_ms") is not None]
+        if values:
+            out[f"end_of_speech_to_decision_ms_{name}"] = _percentiles(values)
     return out
 
 
 def print_table(name: str, summary: dict) -> None:
     print(f"\n{name}: {summary['calls']} calls, {summary['failed']} failed, {summary['early_commits']} committed early")
     print(f"  {'part':<32}{'p50 ms':>10}{'p95 ms':>10}{'n':>5}")
-    for part in (*GATEWAY_PARTS, "caller_observed_ms"):
+    for part in (*GATEWAY_PARTS, "end_of_speech_to_decision_ms_acted_on", "end_of_speech_to_decision_ms_reprompted",
+                 "caller_observed_ms"):
         if part in summary:
             s = summary[part]
             print(f"  {part:<32}{s['p50']:>10.1f}{s['p95']:>10.1f}{s['n']:>5}")
