@@ -4,7 +4,7 @@ without ASR transcripts in training. The ``phone`` part of ``benchmarks/nlu.py``
 Split: the seed-0 80/20 split of the bundled data (as ``puente nlu train`` holds out). The 20 % is
 spoken by each voice set (espeak-ng: all 430 texts; Kokoro: ``KOKORO_LIMIT`` per intent and language,
 synthesis being slower than real time here), through the codec, into Whisper base, with and without
-the gateway's default biasing prompt: ``puente nlu augment`` (cached under $XDG_CACHE_HOME/puente, so
+the gateway's default biasing prompt (as with ``asr.biasing.first_pass``): ``puente nlu augment`` (cached under $XDG_CACHE_HOME/puente, so
 only the first run is slow: about an hour on 2 cores). Two models are trained on the 80 %: the
 written texts alone, and with espeak-ng transcripts of those same texts mixed in (``--asr-data``, the
 bundled model's recipe). Each is evaluated on the clean 20 % and on every transcript set. Accuracy is
@@ -73,7 +73,7 @@ def run(tmp: Path, cli: Callable[..., str], extra: list[str]) -> dict:
         for name, (path, spoken) in sets.items():
             row[name] = _accuracy(cli, model, path, spoken)
         rows[model_name] = row
-    return {"threshold": threshold, "spoken": {k: n for k, (_, n) in sets.items()}, "models": rows,
+    return {"threshold": threshold, "n_text": len(heldout), "spoken": {k: n for k, (_, n) in sets.items()}, "models": rows,
             "target_asr": TARGET_ASR}
 
 
@@ -81,7 +81,7 @@ def table(result: dict) -> str:
     names = ["text", *result["spoken"]]
     lines = [f"Our held-out 20 % through the phone line (right / spoken; target ≥ {TARGET_ASR:.0f} on ASR, ≥ 95 on text)",
              "  " + f"{'model':<40}" + "".join(f"{n:>20}" for n in names),
-             "  " + f"{'(sentences)':<40}" + f"{'':>20}" + "".join(f"{result['spoken'][n]:>20}" for n in names[1:])]
+             "  " + f"{'(sentences)':<40}" + "".join(f"{result['spoken'].get(n, result.get('n_text', '')):>20}" for n in names)]
     for model, row in result["models"].items():
         lines.append("  " + f"{model:<40}" + "".join(f"{row[n]['accuracy']:>19.1f}%" for n in names))
     return "\n".join(lines)

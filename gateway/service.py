@@ -106,7 +106,8 @@ class Gateway:
             asyncio.to_thread(build_transcriber, s), asyncio.to_thread(load_classifier, s)
         )
         self.speech = SpeechPipeline(transcriber, classifier, workers=s.asr.workers, max_wait_s=s.asr.max_wait_s,
-                                     prompts=s.asr.biasing.prompts(), second_opinion=s.asr.second_opinion)
+                                     prompts=s.asr.biasing.prompts(), bias_first_pass=s.asr.biasing.first_pass,
+                                     second_opinion=s.asr.second_opinion)
         # What this node can hold: Puente's own pjsua2 build, or the PyPI wheel capped at 4 calls.
         self.pjsua2 = await asyncio.to_thread(pjsua2_build)
         if self.pjsua2.warning():

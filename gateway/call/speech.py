@@ -37,13 +37,19 @@ class SpeechPipeline:
     once rather than joining a queue no caller would sit through. The expected wait is the time
     for the ones ahead, and one more, to finish on ``workers`` workers, at the recent time per
     utterance (a moving average; nothing is refused before the first one is timed).
+
+    ``prompts`` (language → the vocabulary prompt, :func:`models.biasing.biasing_prompt`) bias the
+    second opinion toward the deployment's words, and the first transcription too with
+    ``bias_first_pass`` (measured to cost WER on other speech, so off by default: README, Benchmarks).
+    ``second_opinion`` is how many hypotheses a second opinion asks for (below 2: none is given).
     """
 
     def __init__(self, transcriber: Transcriber, classifier: IntentClassifier, *, workers: int = 1,
                  max_wait_s: float | None = None, prompts: Mapping[str, str] | None = None,
-                 second_opinion: int = 0) -> None:
+                 bias_first_pass: bool = False, second_opinion: int = 0) -> None:
         self.transcriber = transcriber
-        self.prompts = dict(prompts or {})  # language → biasing prompt for the call's reason
+        self.prompts = dict(prompts or {})
+        self.bias_first_pass = bias_first_pass
         self.second_opinion_hypotheses = second_opinion
         self.classifier = classifier
         self.answers = AnswerRecognizer(transcriber)  # shares the transcriber's model
@@ -74,21 +80,22 @@ class SpeechPipeline:
         return self.classifier.version
 
     async def transcribe(self, pcm: bytes, languages: Sequence[str]) -> Transcript:
-        """The caller's reason, biased toward the deployment's vocabulary (``prompts``).
+        """The caller's reason (biased with ``prompts`` only with ``bias_first_pass``).
 
         The utterance goes through the transcriber's own speech gate, a fresh webrtcvad: the call's
         VAD adapts to the line and lets steady noise start an utterance, which Whisper would put into
         words (tests/test_call_flow.py::test_noise_produces_no_transcript_text)."""
-        return await self._run(self._transcription(pcm, languages))
+        return await self._run(self._transcription(pcm, languages, biased=self.bias_first_pass))
 
     async def second_opinion(self, pcm: bytes, languages: Sequence[str]) -> tuple[Transcript, IntentResult, float] | None:
-        """Decode the utterance again with ``second_opinion`` hypotheses and classify them together
-        (:func:`nlu.combine_readings`): for a first reading that was unsure. None when switched off
+        """Decode the utterance again, biased with ``prompts``, with ``second_opinion`` hypotheses, and
+        classify them together (:func:`nlu.combine_readings`): for a first reading that was unsure. None when switched off
         or when Whisper heard nothing this time. Returns the transcript, the result and the seconds
         classification took."""
         if self.second_opinion_hypotheses < 2:
             return None
-        transcript = await self._run(self._transcription(pcm, languages, self.second_opinion_hypotheses))
+        transcript = await self._run(self._transcription(pcm, languages, biased=True,
+                                                         alternatives=self.second_opinion_hypotheses))
         hypotheses = [a for a in transcript.alternatives if a.text]
         if not hypotheses:
             return None
@@ -96,13 +103,14 @@ class SpeechPipeline:
         result = combine_readings([(r, logprob) for (r, _), logprob in readings])
         return transcript, result, sum(s for (_, s), _ in readings)
 
-    def _transcription(self, pcm: bytes, languages: Sequence[str], alternatives: int = 1) -> Callable[[], Transcript]:
-        """The transcriber's work for the caller's reason: the line's languages, the biasing prompt."""
+    def _transcription(self, pcm: bytes, languages: Sequence[str], *, biased: bool,
+                       alternatives: int = 1) -> Callable[[], Transcript]:
+        """The transcriber's work for the caller's reason: the line's languages, and the prompts if ``biased``."""
         languages = list(languages)
         forced = languages[0] if len(languages) == 1 else None
+        prompt = self.prompts if biased and self.prompts else None
         return lambda: self.transcriber.transcribe(
-            pcm, language=forced, languages=None if forced else languages, prompt=self.prompts or None,
-            alternatives=alternatives)
+            pcm, language=forced, languages=None if forced else languages, prompt=prompt, alternatives=alternatives)
 
     async def recognize_yes_no(self, pcm: bytes, language: str) -> AnswerResult:
         """A constrained yes/no recogniser: free transcription is weak on one-word answers."""

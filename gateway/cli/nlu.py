@@ -111,7 +111,8 @@ def add_nlu_commands(subparsers: argparse._SubParsersAction) -> argparse.Argumen
                      help="who speaks: kokoro:ef_dora, kokoro:em_santa@1.1, espeak:en-us … (repeatable: every voice speaks the "
                           "examples of its language; default: espeak:es-419 and espeak:en-us)")
     aug.add_argument("--bias", action="store_true",
-                     help="transcribe as the gateway does with asr.biasing: Whisper first reads the vocabulary (default settings)")
+                     help="bias Whisper with the vocabulary of asr.biasing (default settings), as the gateway's second "
+                          "opinion does (and its first pass with asr.biasing.first_pass)")
     aug.add_argument("--codec", choices=["pcmu", "pcma", "g722"], default="pcmu",
                      help="the phone line: G.711 µ-law or A-law (8 kHz) or G.722 (wideband) (default %(default)s)")
     aug.set_defaults(run=_cmd_augment)
