@@ -968,22 +968,6 @@ def test_when_the_store_fails_at_the_consent_lookup_the_caller_is_not_offered_wh
     run(go)
 
 
-# --- the table itself, and that the tests above walk all of it ----------------------------------------
-
-
-def test_every_state_may_end_the_call_and_nothing_follows_ended():
-    assert all(S.ENDED in TRANSITIONS[s] for s in S if s is not S.ENDED)
-    assert TRANSITIONS[S.ENDED] == frozenset()
-    assert TRANSITIONS[S.ACTING] == {S.ENDED}
-
-
-def test_these_tests_take_every_transition_in_the_table(request):
-    # The queue's states are test_call_queue.py's to cover.
-    table = {(a, b) for a, targets in TRANSITIONS.items() for b in targets if not {a, b} & {S.QUEUED, S.OFFERING, S.CONNECTED}}
-    missing = LOG.untaken(request, table)
-    assert not missing, f"no test takes {missing}"
-
-
 # --- a second opinion on an unsure reading -------------------------------------------------------------
 
 
@@ -1024,3 +1008,20 @@ def test_a_sure_reading_is_not_second_guessed(phone):
             await call.say(BILL, "billing_dispute", 0.93)
             assert "second_opinion" not in call.speech.methods_asked()
     run(go)
+
+
+# --- the table itself, and that the tests above walk all of it ----------------------------------------
+
+
+def test_every_state_may_end_the_call_and_nothing_follows_ended():
+    assert all(S.ENDED in TRANSITIONS[s] for s in S if s is not S.ENDED)
+    assert TRANSITIONS[S.ENDED] == frozenset()
+    assert TRANSITIONS[S.ACTING] == {S.ENDED}
+
+
+def test_these_tests_take_every_transition_in_the_table(request):
+    # The queue's states are test_call_queue.py's to cover.
+    table = {(a, b) for a, targets in TRANSITIONS.items() for b in targets if not {a, b} & {S.QUEUED, S.OFFERING, S.CONNECTED}}
+    missing = LOG.untaken(request, table)
+    assert not missing, f"no test takes {missing}"
+
