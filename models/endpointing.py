@@ -107,25 +107,13 @@ class SpeechStarted:
 
 
 @dataclass(frozen=True, slots=True)
-class UtteranceEnded:
-    """One utterance, ready for transcription.
-
-    All ``*_ms`` fields are on the call's frame clock (``AudioFrame.start_ms``). ``pcm``
-    (16 kHz PCM16, whole frames) starts at ``pcm_start_ms``: ``start_ms`` minus
-    ``pre_roll_ms`` rounded up to whole frames, or later when fewer frames had arrived
-    since the turn began or the previous utterance ended. Frames lost inside it are
-    zeros, so call time ``t`` is at sample ``(t - pcm_start_ms) * 16`` of ``pcm``, and
-    the speech ends at :attr:`speech_end_in_pcm_s` into it. ``pcm`` ends ``tail_ms``
-    (rounded up to a whole frame) after ``speech_end_ms``, or at ``detected_ms`` if that
-    comes first. ``detected_ms - speech_end_ms`` is the time spent waiting for the end
-    (== ``end_silence_ms`` for reason ``"silence"``).
-    """
+class _Utterance:
+    """The audio and times of an utterance, as far as the endpointer has it (see UtteranceEnded)."""
 
     pcm: bytes
     start_ms: int
     speech_end_ms: int
     detected_ms: int
-    reason: EndReason
     pcm_start_ms: int
 
     @property
@@ -140,28 +128,32 @@ class UtteranceEnded:
 
 
 @dataclass(frozen=True, slots=True)
-class UtterancePaused:
-    """Tentative: ``early_silence_ms`` of trailing silence, and the endpointer keeps listening.
+class UtteranceEnded(_Utterance):
+    """One utterance, ready for transcription.
 
-    The same fields as :class:`UtteranceEnded` (``pcm`` is the utterance so far, trimmed the same
-    way; ``detected_ms`` is when the pause was reported). It is stale once a later event of the same
-    utterance has another ``speech_end_ms`` (the caller spoke again: :class:`SpeechResumed`); while it
-    is not, :meth:`Endpointer.commit` ends the utterance here.
+    All ``*_ms`` fields are on the call's frame clock (``AudioFrame.start_ms``). ``pcm``
+    (16 kHz PCM16, whole frames) starts at ``pcm_start_ms``: ``start_ms`` minus
+    ``pre_roll_ms`` rounded up to whole frames, or later when fewer frames had arrived
+    since the turn began or the previous utterance ended. Frames lost inside it are
+    zeros, so call time ``t`` is at sample ``(t - pcm_start_ms) * 16`` of ``pcm``, and
+    the speech ends at :attr:`speech_end_in_pcm_s` into it. ``pcm`` ends ``tail_ms``
+    (rounded up to a whole frame) after ``speech_end_ms``, or at ``detected_ms`` if that
+    comes first. ``detected_ms - speech_end_ms`` is the time spent waiting for the end
+    (``endpointing_wait_ms``; == ``end_silence_ms`` for reason ``"silence"``).
     """
 
-    pcm: bytes
-    start_ms: int
-    speech_end_ms: int
-    detected_ms: int
-    pcm_start_ms: int
+    reason: EndReason
 
-    @property
-    def pause_ms(self) -> int:
-        return self.detected_ms - self.speech_end_ms
 
-    @property
-    def speech_end_in_pcm_s(self) -> float:
-        return (self.speech_end_ms - self.pcm_start_ms) / 1000
+@dataclass(frozen=True, slots=True)
+class UtterancePaused(_Utterance):
+    """Tentative: ``early_silence_ms`` of trailing silence, and the endpointer keeps listening.
+
+    The same fields as :class:`UtteranceEnded` but its reason (``pcm`` is the utterance so far, trimmed
+    the same way; ``detected_ms`` is when the pause was reported). It is stale once a later event of the
+    same utterance has another ``speech_end_ms`` (the caller spoke again: :class:`SpeechResumed`); while
+    it is not, :meth:`Endpointer.commit` ends the utterance here.
+    """
 
 
 @dataclass(frozen=True, slots=True)

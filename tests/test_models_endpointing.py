@@ -203,7 +203,7 @@ def test_a_pause_is_reported_once_at_early_silence_then_the_utterance_ends_as_be
     assert [type(e).__name__ for e in events] == ["SpeechStarted", "UtterancePaused", "UtteranceEnded"]
     paused, ended = events[1], events[2]
     assert (paused.start_ms, paused.speech_end_ms, paused.detected_ms) == (1000, 1800, 1800 + 300)
-    assert paused.pause_ms == 300 and paused.pcm_start_ms == ended.pcm_start_ms == 700
+    assert paused.endpointing_wait_ms == 300 and paused.pcm_start_ms == ended.pcm_start_ms == 700
     assert paused.pcm == ended.pcm == SILENT * 15 + VOICED * 40 + SILENT * 10  # the same words, trimmed the same
     assert (ended.reason, ended.detected_ms) == ("silence", 1800 + 600)
 
