@@ -17,8 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from nlu import bundled_data_paths, load_examples
-from nlu.augment import subsample
-from nlu.dataset import Example, read_examples
+from nlu.augment import subsample, write_tsv
+from nlu.dataset import read_examples
 
 KOKORO_LIMIT = 4
 # (name, voices, codec, limit per intent and language, biased)
@@ -40,8 +40,8 @@ def split(tmp: Path) -> tuple[Path, Path]:
     examples = load_examples(bundled_data_paths())
     strata = [f"{e.intent}|{e.language}" for e in examples]
     train_idx, test_idx = train_test_split(range(len(examples)), test_size=0.2, random_state=0, stratify=strata)
-    return (_write(tmp / "phone_train.tsv", [examples[i] for i in sorted(train_idx)]),
-            _write(tmp / "phone_heldout.tsv", [examples[i] for i in sorted(test_idx)]))
+    return (write_tsv([examples[i] for i in sorted(train_idx)], tmp / "phone_train.tsv"),
+            write_tsv([examples[i] for i in sorted(test_idx)], tmp / "phone_heldout.tsv"))
 
 
 def run(tmp: Path, cli: Callable[..., str], extra: list[str]) -> dict:
@@ -93,9 +93,3 @@ def _accuracy(cli: Callable[..., str], model: Path, data: Path, spoken: int) -> 
     return {"accuracy": round(100 * right / spoken, 1), "right": right, "transcribed": report["n"], "spoken": spoken,
             "per_language": {k: round(100 * v["accuracy"], 1) for k, v in report["per_language"].items()}}
 
-
-def _write(path: Path, examples: list[Example]) -> Path:
-    with open(path, "w", encoding="utf-8") as fh:
-        for e in examples:
-            fh.write(f"{e.intent}\t{e.text}\t{e.language}\n")
-    return path

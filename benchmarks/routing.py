@@ -27,7 +27,6 @@ import platform
 import sys
 import tempfile
 import time
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -38,6 +37,7 @@ from gateway.config import Settings  # noqa: E402
 from gateway.dev.harness import RunningGateway, start_gateway  # noqa: E402
 from models.voices import VoiceLibrary, VoicesConfig, write_wav  # noqa: E402
 from nlu import bundled_asr_paths, bundled_data_paths  # noqa: E402
+from nlu.augment import subsample  # noqa: E402
 from nlu.dataset import Example, read_examples  # noqa: E402
 from nlu.text import tokens  # noqa: E402
 
@@ -65,14 +65,7 @@ def hidden_sentences(limit: int | None) -> list[Example]:
             leaked.append(e.text)
     if leaked:
         sys.exit(f"{CALLERS} is not hidden: {leaked} (nearly) repeat training examples")
-    if not limit:
-        return sentences
-    kept, seen = [], Counter()
-    for e in sentences:
-        if seen[(e.intent, e.language)] < limit:
-            seen[(e.intent, e.language)] += 1
-            kept.append(e)
-    return kept
+    return subsample(sentences, limit, seed=0)
 
 
 def render(sentences: list[Example], voice_set: str, workdir: Path) -> list[dict]:

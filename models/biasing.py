@@ -14,15 +14,15 @@ back into "póliza". The price is known: over silence or noise Whisper may repea
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Iterable
+
+from models.evaluation import words as _words
 
 __all__ = ["MIN_ECHO_ITEMS", "biasing_prompt", "echoes"]
 
 # A caller may say one vocabulary item alone ("factura", "darme de baja"); two or more of them,
 # in the prompt's order and with nothing else, is what an echo of the prompt looks like.
 MIN_ECHO_ITEMS = 2
-_WORD_RE = re.compile(r"[\W_]+")
 
 
 def biasing_prompt(vocabulary: Iterable[str]) -> str:
@@ -42,7 +42,3 @@ def echoes(text: str, prompt: str) -> bool:
             matched += 1
     return i == len(said) and matched >= MIN_ECHO_ITEMS
 
-
-def _words(text: str) -> list[str]:
-    plain = "".join(c for c in unicodedata.normalize("NFKD", text.lower()) if not unicodedata.combining(c))
-    return _WORD_RE.sub(" ", plain).split()

@@ -49,7 +49,8 @@ def bundled_asr_paths() -> list[Path]:
 def _bundled() -> tuple[list[Example], list[Example], str]:
     """The written examples, their transcripts, and the cache key of the model they train."""
     examples = load_examples(bundled_data_paths(), taxonomy=INTENTS)
-    augmented = read_examples(bundled_asr_paths()) if bundled_asr_paths() else []
+    asr_paths = bundled_asr_paths()
+    augmented = read_examples(asr_paths) if asr_paths else []
     return examples, augmented, f"nlu-{data_hash([*examples, *augmented])[:12]}-{CODE_VERSION}"
 
 

@@ -86,5 +86,5 @@ def combine_readings(readings: Sequence[tuple[IntentResult, float]], *, sharpnes
     if not scores:  # every reading had no content
         return readings[0][0]
     ranking = tuple(IntentScore(name, conf) for name, conf in sorted(scores.items(), key=lambda kv: (-kv[1], kv[0])))
-    text = max(zip(readings, weights), key=lambda rw: rw[1])[0][0].text
+    text = readings[weights.index(1.0)][0].text  # the best log-probability's weight is exp(0)
     return IntentResult(text, ranking[0].name, ranking[0].confidence, ranking[:RANKING_SIZE])
