@@ -98,3 +98,73 @@ def test_without_a_bound_every_utterance_waits_its_turn() -> None:
             assert len(await asyncio.gather(*running)) == 6
 
     asyncio.run(go())
+
+
+# --- biasing and the second opinion -----------------------------------------------------------------
+
+
+class HeardTwice:
+    """A transcriber that hears one thing plainly and, asked for alternatives, three hypotheses."""
+
+    model_name = "scripted"
+
+    def __init__(self) -> None:
+        self.asked: list[dict] = []
+
+    def transcribe(self, pcm: bytes, **options):
+        from models.transcribe import Alternative, Transcript
+
+        self.asked.append(options)
+        alternatives = (Alternative("me cobraron de más", -0.2), Alternative("me colaron de más", -0.6),
+                        Alternative("", -0.9)) if options["alternatives"] > 1 else ()
+        text = alternatives[0].text if alternatives else "me colaron de mas"
+        return Transcript(text, "es", 1.0, 0.02, -0.3, 1.0, 0.2, alternatives=alternatives)
+
+
+class ByWords:
+    """A classifier that knows one phrase."""
+
+    version = "by-words"
+
+    def parse(self, text: str):
+        from nlu import IntentResult, IntentScore
+
+        sure = "cobraron" in text
+        ranking = (IntentScore("billing_dispute", 0.9 if sure else 0.3), IntentScore("complaint", 0.1))
+        return IntentResult(text, "billing_dispute", ranking[0].confidence, ranking)
+
+
+PROMPTS = {"es": "factura, cobro, cargo."}
+
+
+def test_the_first_pass_is_unbiased_and_the_second_opinion_biased_with_three_hypotheses() -> None:
+    async def go() -> None:
+        transcriber = HeardTwice()
+        speech = SpeechPipeline(transcriber, ByWords(), prompts=PROMPTS, second_opinion=3)  # type: ignore[arg-type]
+        try:
+            first = await speech.transcribe(b"pcm", ["es"])
+            opinion = await speech.second_opinion(b"pcm", ["es"])
+        finally:
+            speech.close()
+        assert first.text == "me colaron de mas"
+        assert [(a["prompt"], a["alternatives"], a["language"]) for a in transcriber.asked] == [
+            (None, 1, "es"), (PROMPTS, 3, "es")]
+        assert opinion is not None
+        transcript, result, _ = opinion
+        assert len(transcript.alternatives) == 3  # the empty hypothesis is not classified
+        assert result.intent == "billing_dispute" and 0.3 < result.confidence < 0.9
+        assert result.text == "me cobraron de más"
+    asyncio.run(go())
+
+
+def test_a_biased_first_pass_and_no_second_opinion_when_configured_so() -> None:
+    async def go() -> None:
+        transcriber = HeardTwice()
+        speech = SpeechPipeline(transcriber, ByWords(), prompts=PROMPTS, bias_first_pass=True)  # type: ignore[arg-type]
+        try:
+            await speech.transcribe(b"pcm", ["es"])
+            assert await speech.second_opinion(b"pcm", ["es"]) is None
+        finally:
+            speech.close()
+        assert [a["prompt"] for a in transcriber.asked] == [PROMPTS]
+    asyncio.run(go())

@@ -99,9 +99,9 @@ class SpeechPipeline:
         hypotheses = [a for a in transcript.alternatives if a.text]
         if not hypotheses:
             return None
-        readings = [(await self.classify(a.text), a.avg_logprob) for a in hypotheses]
-        result = combine_readings([(r, logprob) for (r, _), logprob in readings])
-        return transcript, result, sum(s for (_, s), _ in readings)
+        classified = [await self.classify(a.text) for a in hypotheses]  # (result, seconds) each
+        result = combine_readings([(r, a.avg_logprob) for (r, _), a in zip(classified, hypotheses)])
+        return transcript, result, sum(seconds for _, seconds in classified)
 
     def _transcription(self, pcm: bytes, languages: Sequence[str], *, biased: bool,
                        alternatives: int = 1) -> Callable[[], Transcript]:
