@@ -41,7 +41,7 @@ from .embeddings import package_version as embedding_package_version
 from .features import FeatureConfig, Featurizer
 from .model import FORMAT_VERSION, LABELS_FILE, METADATA_FILE, WEIGHTS_FILE, IntentModel
 from .spelling import Lexicon
-from .threshold import F1_TOLERANCE, GRID, ThresholdChoice, apply_threshold, choose_threshold
+from .threshold import ThresholdChoice, apply_threshold, choose_threshold
 from .threshold import macro_f1 as _macro_f1
 
 __all__ = ["CODE_VERSION", "TrainedModel", "train", "save"]
@@ -50,14 +50,8 @@ __all__ = ["CODE_VERSION", "TrainedModel", "train", "save"]
 # same data: cached bundled models are keyed by (data hash, CODE_VERSION).
 CODE_VERSION = "3"
 DEFAULT_C = 30.0
-# The default threshold rule (nlu/threshold.py): the highest threshold whose held-out macro-F1
-# stays within this margin of the best: held-out in-scope data alone always favours a threshold
-# near 0, while real out-of-scope calls are more varied than the training ones, so we lean
-# conservative. ``oos_recall_target`` lets the operator choose another balance.
-THRESHOLD_TOLERANCE = F1_TOLERANCE
 # Above this many training rows the solver uses a looser tolerance and float32 (see _fit).
 LARGE_SET = 5000
-THRESHOLD_GRID = GRID
 # What one ASR transcript counts in the fit, against 1 for a written example (see train()). Measured
 # on our held-out split with espeak-ng transcripts of the other 80 % (README: Decisions): 0.3 kept
 # most of the gain on garbled speech (+4.9 pt) without the loss on clean text and natural voices that
